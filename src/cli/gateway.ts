@@ -1,0 +1,42 @@
+/** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
+import type { Command } from 'commander';
+import { createLogger, type LogLevel } from '../core/logger.js';
+import { Gateway } from '../gateway/gateway.js';
+import { intOption } from './format.js';
+
+export function gatewayCommand(program: Command): void {
+  program
+    .command('gateway')
+    .description('run a gateway: HTTP API, node listener (TLS), registry, scheduler and store')
+    .requiredOption('--data-dir <dir>', 'directory for the SQLite store and TLS material')
+    .option('--api <host:port>', 'HTTP API address', '127.0.0.1:8787')
+    .option('--listen <host:port>', 'node listener address (TLS)', '0.0.0.0:8788')
+    .option('--heartbeat-interval-ms <ms>', 'heartbeat interval nodes are told to use', intOption)
+    .option('--degraded-after-missed <n>', 'missed heartbeats before a node is DEGRADED', intOption)
+    .option('--offline-after-ms <ms>', 'silence before a node is OFFLINE', intOption)
+    .option('--max-frame-bytes <n>', 'largest node frame accepted', intOption)
+    .option('--max-body-bytes <n>', 'largest HTTP body accepted', intOption)
+    .option('--default-timeout-ms <ms>', 'time limit of calls that name none', intOption)
+    .option('--max-attempts <n>', 'attempts across nodes for local and capability targets', intOption)
+    .option('--log-level <level>', 'debug | info | warn | error | silent', process.env.FIELDMESH_LOG_LEVEL ?? 'info')
+    .action(async (o) => {
+      const gateway = await Gateway.start({
+        dataDir: o.dataDir,
+        api: o.api,
+        listen: o.listen,
+        heartbeatIntervalMs: o.heartbeatIntervalMs,
+        degradedAfterMissed: o.degradedAfterMissed,
+        offlineAfterMs: o.offlineAfterMs,
+        maxFrameBytes: o.maxFrameBytes,
+        maxBodyBytes: o.maxBodyBytes,
+        defaultTimeoutMs: o.defaultTimeoutMs,
+        maxAttempts: o.maxAttempts,
+        logger: createLogger(o.logLevel as LogLevel),
+      });
+      const stop = () => {
+        void gateway.stop().then(() => process.exit(0));
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+}

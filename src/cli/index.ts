@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+/** The `fieldmesh` binary: one program, both roles (gateway and node), and the client commands. */
+import { Command } from 'commander';
+import { VERSION } from '../core/version.js';
+import { demoCommand } from './demo.js';
+import { reportError } from './format.js';
+import { gatewayCommand } from './gateway.js';
+import { nodeCommand } from './node.js';
+import { nodesCommand } from './nodes.js';
+import { runCommand } from './run.js';
+import { taskCommand } from './task.js';
+
+const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
+gatewayCommand(program);
+nodeCommand(program);
+nodesCommand(program);
+taskCommand(program);
+runCommand(program);
+demoCommand(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  reportError(err);
+  process.exitCode = 1;
+});

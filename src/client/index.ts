@@ -1,0 +1,139 @@
+/**
+ * Typed client for the gateway's HTTP API. The CLI is built on it; programs
+ * use it as `new FieldmeshClient({ baseUrl })`.
+ */
+import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+import type {
+  NodeCapabilities,
+  NodeHealth,
+  NodeView,
+  TaskView,
+  ToolCallBody,
+  ToolCallResult,
+  Workflow,
+  WorkflowRunResult,
+} from '../protocol/api.js';
+
+export interface FieldmeshClientOptions {
+  /** Gateway API, e.g. `http://127.0.0.1:8787`. @default process.env.FIELDMESH_API ?? "http://127.0.0.1:8787" */
+  baseUrl?: string;
+  /** Bearer token for gateways that require one. */
+  token?: string;
+  /** Per-request time limit in ms. @default 120000 */
+  timeoutMs?: number;
+}
+
+/** An error answer from the gateway; `code` is its FM_ERR_… code. */
+export class FieldmeshApiError extends Error {
+  override readonly name = 'FieldmeshApiError';
+  readonly code: string;
+  readonly status: number;
+  readonly body: unknown;
+
+  constructor(status: number, error: ErrorBody, body: unknown) {
+    super(error.message);
+    this.code = error.code;
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export class FieldmeshClient {
+  readonly baseUrl: string;
+  readonly #token: string | undefined;
+  readonly #timeoutMs: number;
+
+  constructor(options: FieldmeshClientOptions = {}) {
+    const base = options.baseUrl ?? process.env.FIELDMESH_API ?? 'http://127.0.0.1:8787';
+    this.baseUrl = (/^https?:\/\//.test(base) ? base : `http://${base}`).replace(/\/+$/, '');
+    this.#token = options.token ?? process.env.FIELDMESH_TOKEN;
+    this.#timeoutMs = options.timeoutMs ?? 120_000;
+  }
+
+  health(): Promise<{ ok: true; status: string; version: string; nodes_online: number }> {
+    return this.#request('GET', '/healthz');
+  }
+
+  async listNodes(status?: 'online' | 'degraded' | 'offline' | 'syncing'): Promise<NodeView[]> {
+    const q = status ? `?status=${encodeURIComponent(status)}` : '';
+    return (await this.#request<{ nodes: NodeView[] }>('GET', `/v1/nodes${q}`)).nodes;
+  }
+
+  async getNode(nodeId: string): Promise<NodeView> {
+    return (await this.#request<{ node: NodeView }>('GET', `/v1/nodes/${encodeURIComponent(nodeId)}`)).node;
+  }
+
+  nodeHealth(nodeId: string): Promise<NodeHealth> {
+    return this.#request('GET', `/v1/nodes/${encodeURIComponent(nodeId)}/health`);
+  }
+
+  nodeCapabilities(nodeId: string): Promise<NodeCapabilities> {
+    return this.#request('GET', `/v1/nodes/${encodeURIComponent(nodeId)}/capabilities`);
+  }
+
+  /** Runs a tool call and waits. A failed call resolves with `ok: false` and its `execution_path`; a rejected request throws. */
+  toolCall(body: ToolCallBody): Promise<ToolCallResult> {
+    return this.#request('POST', '/v1/tool_call', body, (b) => typeof b === 'object' && b !== null && 'task_id' in b);
+  }
+
+  async submitTask(body: ToolCallBody): Promise<string> {
+    return (await this.#request<{ task_id: string }>('POST', '/v1/tasks', body)).task_id;
+  }
+
+  getTask(taskId: string, waitMs?: number): Promise<TaskView> {
+    const q = waitMs ? `?wait_ms=${waitMs}` : '';
+    return this.#request('GET', `/v1/tasks/${encodeURIComponent(taskId)}${q}`);
+  }
+
+  cancelTask(taskId: string): Promise<TaskView> {
+    return this.#request('POST', `/v1/tasks/${encodeURIComponent(taskId)}/cancel`);
+  }
+
+  /** Runs a workflow and waits. A failed run resolves with `ok: false`; a rejected workflow throws. */
+  runWorkflow(workflow: Workflow, input?: Record<string, unknown>): Promise<WorkflowRunResult> {
+    const body: Record<string, unknown> = { workflow };
+    if (input !== undefined) body.input = input;
+    return this.#request('POST', '/v1/workflows/run', body, (b) => typeof b === 'object' && b !== null && 'run_id' in b);
+  }
+
+  getRun(runId: string): Promise<Record<string, unknown>> {
+    return this.#request('GET', `/v1/runs/${encodeURIComponent(runId)}`);
+  }
+
+  openapi(): Promise<Record<string, unknown>> {
+    return this.#request('GET', '/openapi.json');
+  }
+
+  async #request<T>(method: string, path: string, body?: unknown, isResult?: (body: unknown) => boolean): Promise<T> {
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    let res: Response;
+    try {
+      res = await fetch(this.baseUrl + path, {
+        method,
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+    } catch (err) {
+      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const text = await res.text();
+    let parsed: unknown;
+    try {
+      parsed = text === '' ? {} : JSON.parse(text);
+    } catch {
+      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Gateway answered ${res.status} with a body that is not JSON`);
+    }
+    if (res.ok || isResult?.(parsed)) return parsed as T;
+    const error = (parsed as { error?: ErrorBody }).error;
+    throw new FieldmeshApiError(
+      res.status,
+      error && typeof error.code === 'string' ? error : { code: 'FM_ERR_INTERNAL', message: `HTTP ${res.status}` },
+      parsed,
+    );
+  }
+}

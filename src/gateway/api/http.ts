@@ -1,0 +1,149 @@
+/**
+ * The small HTTP layer under the API: a router over `node:http`, JSON bodies
+ * read under a size limit and checked against their TypeBox schema, and every
+ * error answered as `{ ok: false, error: { code, message } }` with its status.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TSchema } from '@sinclair/typebox';
+import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
+import { FieldmeshError, statusOf, toErrorBody } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import { describeSchemaError } from '../../protocol/codec.js';
+
+export interface RouteContext {
+  req: IncomingMessage;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  /** Reads, parses and checks the JSON body. */
+  body<T>(check: TypeCheck<TSchema>): Promise<T>;
+}
+
+export interface Reply {
+  status: number;
+  body: unknown;
+}
+
+export type Handler = (ctx: RouteContext) => Promise<Reply | unknown> | Reply | unknown;
+
+export interface RouteSpec {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  path: string;
+  summary: string;
+  body?: TSchema;
+  response?: TSchema;
+  query?: Record<string, { type: string; description: string }>;
+  handler: Handler;
+}
+
+interface CompiledRoute extends RouteSpec {
+  pattern: RegExp;
+  names: string[];
+}
+
+export function reply(status: number, body: unknown): Reply {
+  return { status, body, [replyMark]: true } as Reply;
+}
+const replyMark = Symbol('reply');
+const isReply = (v: unknown): v is Reply => typeof v === 'object' && v !== null && replyMark in v;
+
+const compiledChecks = new WeakMap<TSchema, TypeCheck<TSchema>>();
+export function checker(schema: TSchema): TypeCheck<TSchema> {
+  let c = compiledChecks.get(schema);
+  if (!c) {
+    c = TypeCompiler.Compile(schema);
+    compiledChecks.set(schema, c);
+  }
+  return c;
+}
+
+export class Router {
+  readonly routes: CompiledRoute[] = [];
+  readonly #maxBodyBytes: number;
+  readonly #logger: Logger;
+
+  constructor(maxBodyBytes: number, logger: Logger) {
+    this.#maxBodyBytes = maxBodyBytes;
+    this.#logger = logger;
+  }
+
+  add(spec: RouteSpec): void {
+    const names: string[] = [];
+    const pattern = new RegExp(
+      `^${spec.path.replace(/\{([a-z_]+)\}/g, (_m, name: string) => {
+        names.push(name);
+        return '([^/]+)';
+      })}/?$`,
+    );
+    this.routes.push({ ...spec, pattern, names });
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://gateway');
+    let status = 200;
+    let body: unknown;
+    try {
+      const matches = this.routes.filter((r) => r.pattern.test(url.pathname));
+      if (matches.length === 0) throw new FieldmeshError('FM_ERR_ROUTE_NOT_FOUND', `No route for ${req.method} ${url.pathname}`);
+      const route = matches.find((r) => r.method === req.method);
+      if (!route) {
+        res.setHeader('allow', matches.map((r) => r.method).join(', '));
+        throw new FieldmeshError('FM_ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname}`);
+      }
+      const m = route.pattern.exec(url.pathname)!;
+      const params: Record<string, string> = {};
+      route.names.forEach((n, i) => {
+        params[n] = decodeURIComponent(m[i + 1] ?? '');
+      });
+      const ctx: RouteContext = { req, params, query: url.searchParams, body: (check) => this.#readBody(req, check) };
+      const out = await route.handler(ctx);
+      if (isReply(out)) {
+        status = out.status;
+        body = out.body;
+      } else {
+        body = out;
+      }
+    } catch (err) {
+      const e = toErrorBody(err);
+      status = statusOf(e.code);
+      if (e.code === 'FM_ERR_INTERNAL')
+        this.#logger.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
+      body = { ok: false, error: e };
+    }
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  async #readBody<T>(req: IncomingMessage, check: TypeCheck<TSchema>): Promise<T> {
+    const limit = this.#maxBodyBytes;
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      req.resume();
+      throw new FieldmeshError('FM_ERR_PAYLOAD_TOO_LARGE', `Body of ${declared} bytes exceeds the limit of ${limit} bytes`, {
+        details: { limit },
+      });
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > limit) {
+        req.resume();
+        throw new FieldmeshError('FM_ERR_PAYLOAD_TOO_LARGE', `Body exceeds the limit of ${limit} bytes`, { details: { limit } });
+      }
+      chunks.push(chunk as Buffer);
+    }
+    const text = Buffer.concat(chunks).toString('utf8');
+    let value: unknown;
+    try {
+      value = text.trim() === '' ? undefined : JSON.parse(text);
+    } catch (err) {
+      throw new FieldmeshError('FM_ERR_INVALID_JSON', `Body is not valid JSON: ${(err as Error).message}`);
+    }
+    if (value === undefined) throw new FieldmeshError('FM_ERR_INVALID_REQUEST', 'A JSON body is required');
+    if (!check.Check(value)) {
+      throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Invalid body at ${describeSchemaError(check, value)}`);
+    }
+    return value as T;
+  }
+}

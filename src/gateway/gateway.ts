@@ -1,0 +1,158 @@
+/** The gateway process: store, TLS identity, registry, scheduler, dispatcher, workflows, node listener and HTTP API. */
+import { mkdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { formatHostPort } from '../core/address.js';
+import type { Logger } from '../core/logger.js';
+import { openSqliteStore } from '../store/sqlite/index.js';
+import { type Store, TaskStatus } from '../store/types.js';
+import { Router } from './api/http.js';
+import { registerRoutes } from './api/routes.js';
+import { Dispatcher } from './dispatcher.js';
+import { NodeListener } from './node-listener.js';
+import { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions } from './options.js';
+import { Registry } from './registry.js';
+import { Scheduler } from './scheduler.js';
+import { loadOrCreateGatewayIdentity } from './tls.js';
+import { WorkflowEngine } from './workflows.js';
+
+export class Gateway {
+  readonly options: CompiledGatewayOptions;
+  readonly store: Store;
+  readonly registry: Registry;
+  readonly dispatcher: Dispatcher;
+  readonly workflows: WorkflowEngine;
+  /** `http://host:port` of the API once started. */
+  apiUrl = '';
+  /** `host:port` of the node listener once started. */
+  listenAddress = '';
+  caFingerprint = '';
+  readonly #logger: Logger;
+  readonly #listener: NodeListener;
+  readonly #http: Server;
+  #stopped = false;
+
+  private constructor(options: CompiledGatewayOptions, store: Store, listener: (g: Gateway) => NodeListener) {
+    this.options = options;
+    this.store = store;
+    this.#logger = options.logger;
+    this.registry = new Registry(store, {
+      heartbeatIntervalMs: options.heartbeatIntervalMs,
+      degradedAfterMissed: options.degradedAfterMissed,
+      offlineAfterMs: options.offlineAfterMs,
+      logger: options.logger,
+    });
+    const scheduler = new Scheduler(this.registry);
+    this.dispatcher = new Dispatcher(store, this.registry, scheduler, {
+      defaultTimeoutMs: options.defaultTimeoutMs,
+      maxAttempts: options.maxAttempts,
+      resultGraceMs: options.resultGraceMs,
+      logger: options.logger,
+    });
+    this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, options.logger);
+    this.#listener = listener(this);
+    const router = new Router(options.maxBodyBytes, options.logger);
+    registerRoutes(router, {
+      store,
+      registry: this.registry,
+      dispatcher: this.dispatcher,
+      workflows: this.workflows,
+      stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
+    });
+    this.#http = createServer((req, res) => {
+      router.handle(req, res).catch((err: unknown) => {
+        this.#logger.error('unhandled API error', { error: String(err) });
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ ok: false, error: { code: 'FM_ERR_INTERNAL', message: 'Internal error' } }));
+      });
+    });
+    this.#http.on('clientError', (_err, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n');
+    });
+  }
+
+  static async start(input: GatewayOptions): Promise<Gateway> {
+    const options = compileGatewayOptions(input);
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    const store = await openSqliteStore(join(options.dataDir, 'fieldmesh.db'));
+    const identity = await loadOrCreateGatewayIdentity(options.dataDir, [options.listen.host]);
+    const gateway = new Gateway(
+      options,
+      store,
+      (g) =>
+        new NodeListener(identity, g.registry, g.dispatcher, {
+          host: options.listen.host,
+          port: options.listen.port,
+          maxFrameBytes: options.maxFrameBytes,
+          heartbeatIntervalMs: options.heartbeatIntervalMs,
+          gatewayId: options.gatewayId,
+          logger: options.logger,
+        }),
+    );
+    gateway.caFingerprint = identity.caFingerprint;
+    try {
+      await gateway.registry.load();
+      await gateway.#abandonUnfinished();
+      const listen = await gateway.#listener.listen();
+      gateway.listenAddress = formatHostPort({ host: listen.address, port: listen.port });
+      await new Promise<void>((resolve, reject) => {
+        gateway.#http.once('error', reject);
+        gateway.#http.listen(options.api.port, options.api.host, () => resolve());
+      });
+      const api = gateway.#http.address() as AddressInfo;
+      gateway.apiUrl = `http://${formatHostPort({ host: api.address, port: api.port })}`;
+      gateway.registry.startSweeps();
+    } catch (err) {
+      await gateway.stop();
+      throw err;
+    }
+    options.logger.info('gateway ready', {
+      api: gateway.apiUrl,
+      listen: gateway.listenAddress,
+      data_dir: options.dataDir,
+      ca_fingerprint: identity.caFingerprint,
+    });
+    return gateway;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.registry.stopSweeps();
+    this.dispatcher.stop();
+    await new Promise<void>((resolve) => {
+      this.#http.close(() => resolve());
+      this.#http.closeIdleConnections();
+      setTimeout(() => this.#http.closeAllConnections(), 1000).unref();
+    });
+    await this.#listener.close();
+    await this.store.close();
+    this.#logger.info('gateway stopped');
+  }
+
+  /**
+   * A task left unfinished by an earlier gateway process has lost the caller
+   * that waited on it; record that it failed rather than leave it pending forever.
+   */
+  async #abandonUnfinished(): Promise<void> {
+    for (const task of await this.store.listUnfinishedTasks()) {
+      const error = { code: 'FM_ERR_UNAVAILABLE', message: 'The gateway restarted before the task finished', retryable: true };
+      await this.store.updateTask(task.task_id, {
+        status: TaskStatus.Failed,
+        result: {
+          ok: false,
+          task_id: task.task_id,
+          node_id: null,
+          output: null,
+          execution_path: task.attempts.map((a) => `${a.node_id} (failed)`),
+          verified: false,
+          degraded: task.attempts.length > 1,
+          duration_ms: Date.now() - Date.parse(task.created_at),
+          result_hash: null,
+          error,
+        },
+      });
+    }
+  }
+}

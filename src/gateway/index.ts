@@ -1,0 +1,2 @@
+export { Gateway } from './gateway.js';
+export { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions } from './options.js';

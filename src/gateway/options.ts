@@ -1,0 +1,91 @@
+/** Gateway options: what a user may set, compiled into one object with every value checked and defaulted. */
+import { type HostPort, parseHostPort } from '../core/address.js';
+import { FieldmeshError } from '../core/errors.js';
+import { createLogger, type Logger } from '../core/logger.js';
+
+export interface GatewayOptions {
+  /** Directory for the SQLite store and TLS material. */
+  dataDir: string;
+  /** HTTP API address. @default "127.0.0.1:8787" */
+  api?: string;
+  /** Node listener address (TLS). @default "0.0.0.0:8788" */
+  listen?: string;
+  /** Interval nodes are told to heartbeat at. @default 1000 */
+  heartbeatIntervalMs?: number;
+  /** Missed heartbeats before a node is DEGRADED. @default 2 */
+  degradedAfterMissed?: number;
+  /** Silence after which a node is OFFLINE and its connection dropped. @default 3000 */
+  offlineAfterMs?: number;
+  /** Largest WebSocket frame accepted from a node. @default 1048576 */
+  maxFrameBytes?: number;
+  /** Largest HTTP request body accepted. @default 1048576 */
+  maxBodyBytes?: number;
+  /** Time limit of a tool call that names none. @default 30000 */
+  defaultTimeoutMs?: number;
+  /** Attempts a `local` or `capability` task makes across nodes before it fails. @default 3 */
+  maxAttempts?: number;
+  /** Extra time the gateway waits past a task's deadline for the node's own timeout result. @default 1000 */
+  resultGraceMs?: number;
+  /** Identifier in WELCOME frames and logs. @default "gateway:main" */
+  gatewayId?: string;
+  logger?: Logger;
+}
+
+export interface CompiledGatewayOptions {
+  dataDir: string;
+  api: HostPort;
+  listen: HostPort;
+  heartbeatIntervalMs: number;
+  degradedAfterMissed: number;
+  offlineAfterMs: number;
+  maxFrameBytes: number;
+  maxBodyBytes: number;
+  defaultTimeoutMs: number;
+  maxAttempts: number;
+  resultGraceMs: number;
+  gatewayId: string;
+  logger: Logger;
+}
+
+function positiveInt(name: string, value: number | undefined, fallback: number, min = 1, max = Number.MAX_SAFE_INTEGER): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new FieldmeshError('FM_ERR_INVALID_OPTION', `gateway.${name}: ${JSON.stringify(value)} is not an integer in ${min}..${max}`, {
+      details: { option: `gateway.${name}`, value },
+    });
+  }
+  return value;
+}
+
+export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayOptions {
+  if (typeof options.dataDir !== 'string' || options.dataDir.trim() === '') {
+    throw new FieldmeshError('FM_ERR_INVALID_OPTION', 'gateway.dataDir: a data directory is required', {
+      details: { option: 'gateway.dataDir' },
+    });
+  }
+  const heartbeatIntervalMs = positiveInt('heartbeatIntervalMs', options.heartbeatIntervalMs, 1000, 10, 600_000);
+  const degradedAfterMissed = positiveInt('degradedAfterMissed', options.degradedAfterMissed, 2, 1, 1000);
+  const offlineAfterMs = positiveInt('offlineAfterMs', options.offlineAfterMs, 3000, 20, 3_600_000);
+  if (offlineAfterMs <= heartbeatIntervalMs) {
+    throw new FieldmeshError(
+      'FM_ERR_INVALID_OPTION',
+      `gateway.offlineAfterMs: ${offlineAfterMs} must be longer than gateway.heartbeatIntervalMs (${heartbeatIntervalMs})`,
+      { details: { option: 'gateway.offlineAfterMs', value: offlineAfterMs } },
+    );
+  }
+  return {
+    dataDir: options.dataDir,
+    api: parseHostPort('gateway.api', options.api ?? '127.0.0.1:8787'),
+    listen: parseHostPort('gateway.listen', options.listen ?? '0.0.0.0:8788', '0.0.0.0'),
+    heartbeatIntervalMs,
+    degradedAfterMissed,
+    offlineAfterMs,
+    maxFrameBytes: positiveInt('maxFrameBytes', options.maxFrameBytes, 1024 * 1024, 1024, 256 * 1024 * 1024),
+    maxBodyBytes: positiveInt('maxBodyBytes', options.maxBodyBytes, 1024 * 1024, 1024, 256 * 1024 * 1024),
+    defaultTimeoutMs: positiveInt('defaultTimeoutMs', options.defaultTimeoutMs, 30_000, 1, 3_600_000),
+    maxAttempts: positiveInt('maxAttempts', options.maxAttempts, 3, 1, 100),
+    resultGraceMs: positiveInt('resultGraceMs', options.resultGraceMs, 1000, 0, 600_000),
+    gatewayId: options.gatewayId ?? 'gateway:main',
+    logger: options.logger ?? createLogger(),
+  };
+}

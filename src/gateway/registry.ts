@@ -1,0 +1,227 @@
+/**
+ * Node registry and health monitor (the original NodeRegistry and
+ * NodeHealthMonitor): every known node with its live connection, a
+ * capability → nodes index for the scheduler, and heartbeat sweeps that move
+ * nodes ONLINE → DEGRADED → OFFLINE.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../core/logger.js';
+import type { RegisterFrame } from '../protocol/frames.js';
+import { type NodeLoad, type NodeRecord, NodeStatus, type Store } from '../store/types.js';
+
+/** What the registry needs from a live node connection. */
+export interface NodeConnection {
+  send(text: string): void;
+  close(code: number, reason: string): void;
+  readonly remoteAddress: string;
+}
+
+export interface NodeEntry {
+  record: NodeRecord;
+  conn: NodeConnection | null;
+  /** Attempts the gateway has sent and not yet seen finish. */
+  inFlight: number;
+  lastSeenMs: number;
+  /** Monotonic counter value when the scheduler last picked this node; spreads ties. */
+  lastPicked: number;
+  /** tool name → descriptor, as advertised. */
+  tools: Map<string, RegisterFrame['tools'][number]>;
+}
+
+export interface RegistryOptions {
+  heartbeatIntervalMs: number;
+  degradedAfterMissed: number;
+  offlineAfterMs: number;
+  logger: Logger;
+}
+
+export interface RegistryEvents {
+  status: [entry: NodeEntry, previous: NodeStatus];
+  disconnected: [entry: NodeEntry];
+}
+
+const emptyLoad: NodeLoad = { cpu: 0, memory: 0, in_flight: 0 };
+
+export class Registry extends EventEmitter<RegistryEvents> {
+  readonly #nodes = new Map<string, NodeEntry>();
+  readonly #byCapability = new Map<string, Set<string>>();
+  readonly #store: Store;
+  readonly #opts: RegistryOptions;
+  #sweep: NodeJS.Timeout | undefined;
+  #pickCounter = 0;
+
+  constructor(store: Store, opts: RegistryOptions) {
+    super();
+    this.#store = store;
+    this.#opts = opts;
+  }
+
+  /** Loads known nodes from the store; none is connected yet, so all start OFFLINE. */
+  async load(): Promise<void> {
+    for (const record of await this.#store.listNodes()) {
+      const entry: NodeEntry = {
+        record: { ...record, status: NodeStatus.Offline, load: { ...record.load, in_flight: 0 } },
+        conn: null,
+        inFlight: 0,
+        lastSeenMs: Date.parse(record.last_seen) || 0,
+        lastPicked: 0,
+        tools: toolMap(record.tools as RegisterFrame['tools']),
+      };
+      this.#nodes.set(record.node_id, entry);
+      this.#index(entry);
+      if (record.status !== NodeStatus.Offline) await this.#store.updateNodeStatus(record.node_id, NodeStatus.Offline, record.last_seen);
+    }
+  }
+
+  startSweeps(): void {
+    const every = Math.max(10, Math.min(250, Math.floor(this.#opts.heartbeatIntervalMs / 4)));
+    this.#sweep = setInterval(() => this.sweep(Date.now()), every);
+    this.#sweep.unref();
+  }
+
+  stopSweeps(): void {
+    if (this.#sweep) clearInterval(this.#sweep);
+    this.#sweep = undefined;
+  }
+
+  get(nodeId: string): NodeEntry | undefined {
+    return this.#nodes.get(nodeId);
+  }
+
+  all(): IterableIterator<NodeEntry> {
+    return this.#nodes.values();
+  }
+
+  get size(): number {
+    return this.#nodes.size;
+  }
+
+  /** Node ids that advertise a capability, from the index. */
+  withCapability(capability: string): ReadonlySet<string> | undefined {
+    return this.#byCapability.get(capability);
+  }
+
+  nextPick(): number {
+    this.#pickCounter += 1;
+    return this.#pickCounter;
+  }
+
+  /**
+   * Records a node from its REGISTER frame. The record is in the store before
+   * this resolves, so the WELCOME that follows never acknowledges a node the
+   * gateway could forget.
+   */
+  async register(frame: RegisterFrame, version: number, conn: NodeConnection): Promise<NodeEntry> {
+    const now = new Date();
+    const previous = this.#nodes.get(frame.node_id);
+    const record: NodeRecord = {
+      node_id: frame.node_id,
+      name: frame.name,
+      platform: frame.platform,
+      status: NodeStatus.Syncing,
+      capabilities: [...new Set(frame.capabilities)],
+      tools: frame.tools as NodeRecord['tools'],
+      location: frame.location ?? null,
+      load: { ...emptyLoad },
+      public_key: frame.public_key,
+      // Pairing decides trust; until a node holds a certificate from the gateway CA it is only known, not trusted.
+      trusted: false,
+      protocol_version: version,
+      agent_version: frame.agent_version,
+      max_concurrency: frame.max_concurrency,
+      registered_at: previous?.record.registered_at ?? now.toISOString(),
+      last_seen: now.toISOString(),
+    };
+    await this.#store.upsertNode(record);
+    if (previous) this.#unindex(previous);
+    const entry: NodeEntry = {
+      record,
+      conn,
+      inFlight: previous?.inFlight ?? 0,
+      lastSeenMs: now.getTime(),
+      lastPicked: previous?.lastPicked ?? 0,
+      tools: toolMap(frame.tools),
+    };
+    this.#nodes.set(record.node_id, entry);
+    this.#index(entry);
+    if (previous && previous.record.status !== NodeStatus.Syncing) this.emit('status', entry, previous.record.status);
+    return entry;
+  }
+
+  /** The node finished its start-up after WELCOME and takes work. */
+  async ready(entry: NodeEntry): Promise<void> {
+    entry.lastSeenMs = Date.now();
+    await this.#setStatus(entry, NodeStatus.Online);
+  }
+
+  heartbeat(entry: NodeEntry, load: NodeLoad): void {
+    entry.lastSeenMs = Date.now();
+    entry.record.last_seen = new Date(entry.lastSeenMs).toISOString();
+    entry.record.load = load;
+    if (entry.record.status === NodeStatus.Degraded) void this.#setStatus(entry, NodeStatus.Online);
+  }
+
+  /** The connection closed: the node is OFFLINE at once, not after a timeout. */
+  async disconnected(entry: NodeEntry, conn: NodeConnection): Promise<void> {
+    if (entry.conn !== conn) return; // an older connection that a reconnect already replaced
+    entry.conn = null;
+    await this.#setStatus(entry, NodeStatus.Offline);
+    this.emit('disconnected', entry);
+  }
+
+  /** One health pass: silence past the thresholds degrades, then drops a node. */
+  sweep(nowMs: number): void {
+    const { heartbeatIntervalMs, degradedAfterMissed, offlineAfterMs } = this.#opts;
+    // A heartbeat may come up to 10% late by design (jitter), so a miss is counted past that.
+    const degradedAfter = heartbeatIntervalMs * (degradedAfterMissed + 0.1);
+    for (const entry of this.#nodes.values()) {
+      if (!entry.conn) continue;
+      const silentFor = nowMs - entry.lastSeenMs;
+      const status = entry.record.status;
+      if (silentFor > offlineAfterMs) {
+        this.#opts.logger.warn('node timed out', { node_id: entry.record.node_id, silent_ms: silentFor });
+        const conn = entry.conn;
+        conn.close(4008, 'heartbeat timeout');
+        void this.disconnected(entry, conn);
+      } else if (silentFor > degradedAfter && status === NodeStatus.Online) {
+        void this.#setStatus(entry, NodeStatus.Degraded);
+      }
+    }
+  }
+
+  async #setStatus(entry: NodeEntry, status: NodeStatus): Promise<void> {
+    const previous = entry.record.status;
+    if (previous === status) return;
+    entry.record.status = status;
+    this.#opts.logger.info('node status', { node_id: entry.record.node_id, status, previous });
+    this.emit('status', entry, previous);
+    try {
+      await this.#store.updateNodeStatus(entry.record.node_id, status, entry.record.last_seen);
+    } catch (err) {
+      this.#opts.logger.error('could not persist node status', { node_id: entry.record.node_id, error: String(err) });
+    }
+  }
+
+  #index(entry: NodeEntry): void {
+    for (const cap of entry.record.capabilities) {
+      let set = this.#byCapability.get(cap);
+      if (!set) {
+        set = new Set();
+        this.#byCapability.set(cap, set);
+      }
+      set.add(entry.record.node_id);
+    }
+  }
+
+  #unindex(entry: NodeEntry): void {
+    for (const cap of entry.record.capabilities) {
+      const set = this.#byCapability.get(cap);
+      set?.delete(entry.record.node_id);
+      if (set?.size === 0) this.#byCapability.delete(cap);
+    }
+  }
+}
+
+function toolMap(tools: RegisterFrame['tools']): Map<string, RegisterFrame['tools'][number]> {
+  return new Map((tools ?? []).map((t) => [t.name, t]));
+}

@@ -1,0 +1,10 @@
+/** Public API of the fieldmesh package. */
+export { FieldmeshApiError, FieldmeshClient, type FieldmeshClientOptions } from './client/index.js';
+export { type ErrorCode, ErrorCodes, FieldmeshError } from './core/errors.js';
+export { VERSION } from './core/version.js';
+export { Gateway, type GatewayOptions } from './gateway/index.js';
+export { NodeAgent } from './node/agent.js';
+export type { NodeOptions } from './node/options.js';
+export type { ToolContext, ToolDefinition } from './node/tools/types.js';
+export * from './protocol/api.js';
+export type { Target } from './protocol/target.js';

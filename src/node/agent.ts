@@ -1,0 +1,550 @@
+// NodeAgent: the edge side of the mesh — registers with the gateway over WebSocket+TLS, heartbeats, runs tasks and signs their results.
+import { execFile } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
+import WebSocket from 'ws';
+import { formatHostPort } from '../core/address.js';
+import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { VERSION } from '../core/version.js';
+import { decodeFrame, encodeFrame } from '../protocol/codec.js';
+import { type CancelFrame, type FrameType, PROTOCOL_VERSIONS, type TaskFrame, type WelcomeFrame } from '../protocol/frames.js';
+import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult } from '../protocol/signing.js';
+import { type CompiledNodeOptions, compileNodeOptions, type NodeOptions } from './options.js';
+import { type RunHandle, type RunOutcome, ToolRuntime } from './runtime.js';
+
+export const NODE_CONNECT_PATH = '/v1/connect';
+export const SIGNING_KEY_FILE = 'signing.key';
+export const GATEWAY_PIN_FILE = 'gateway-pin.json';
+
+export type NodeAgentState = 'connecting' | 'registering' | 'ready' | 'backoff' | 'stopping' | 'stopped';
+
+export interface NodeReadyInfo {
+  node_id: string;
+  gateway_id: string;
+  protocol_version: number;
+}
+
+export interface NodeDisconnectedInfo {
+  code: number;
+  reason: string;
+}
+
+export interface NodeAgentEvents {
+  ready: [info: NodeReadyInfo];
+  disconnected: [info: NodeDisconnectedInfo];
+}
+
+/** What `gateway-pin.json` holds: the gateway CA trusted on first use. */
+export interface GatewayPin {
+  ca_fingerprint256: string;
+  gateway: string;
+  pinned_at: string;
+}
+
+interface Connection {
+  ws: WebSocket;
+  opened: boolean;
+  welcomed: boolean;
+  /** Root CA fingerprint the gateway presented, when pinning. */
+  caFingerprint: string | undefined;
+  /** Set when we refused the gateway ourselves, so the close is not reported again. */
+  refused: boolean;
+  lastError: Error | undefined;
+}
+
+interface RunningTask {
+  conn: Connection;
+  handle: RunHandle;
+}
+
+/** Codes a gateway uses to close on purpose (policy, auth, duplicate node…); worth an error log, not a shrug. */
+function isPolicyClose(code: number): boolean {
+  return code === 1008 || (code >= 4001 && code <= 4099);
+}
+
+/** Walks the chain TLS handed us to its self-issued end, the CA the gateway signs its server certificate with. */
+export function rootFingerprint(peer: DetailedPeerCertificate | undefined): string | undefined {
+  if (!peer?.fingerprint256) return undefined;
+  let cert = peer;
+  for (let i = 0; i < 16; i++) {
+    const next = cert.issuerCertificate as DetailedPeerCertificate | undefined;
+    if (!next?.fingerprint256 || next === cert || next.fingerprint256 === cert.fingerprint256) break;
+    cert = next;
+  }
+  return cert.fingerprint256;
+}
+
+/** `nvidia-smi -L` lists one `GPU n: …` line per device and exits 0 only when a driver is present. */
+function detectGpuCapabilities(): Promise<string[]> {
+  return new Promise((resolve) => {
+    execFile('nvidia-smi', ['-L'], { timeout: 2000, windowsHide: true }, (err, stdout) => {
+      resolve(!err && /\bGPU \d+:/.test(String(stdout)) ? ['gpu:available', 'cuda'] : []);
+    });
+  });
+}
+
+function loadOrCreateKeys(dataDir: string): SigningKeys {
+  const file = join(dataDir, SIGNING_KEY_FILE);
+  if (!existsSync(file)) {
+    try {
+      // 'wx' so two agents racing on one data dir cannot overwrite each other's identity.
+      writeFileSync(file, generateSigningKeys().privateKeyPem, { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+  try {
+    return loadSigningKeys(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new FieldmeshError('FM_ERR_INVALID_OPTION', `node.dataDir: ${file} is not a readable Ed25519 private key PEM`, {
+      details: { option: 'node.dataDir', file },
+      cause: err,
+    });
+  }
+}
+
+function readPin(dataDir: string): GatewayPin | undefined {
+  const file = join(dataDir, GATEWAY_PIN_FILE);
+  if (!existsSync(file)) return undefined;
+  try {
+    const pin = JSON.parse(readFileSync(file, 'utf8')) as Partial<GatewayPin>;
+    if (typeof pin.ca_fingerprint256 !== 'string' || pin.ca_fingerprint256 === '') throw new Error('no ca_fingerprint256');
+    return { ca_fingerprint256: pin.ca_fingerprint256, gateway: String(pin.gateway ?? ''), pinned_at: String(pin.pinned_at ?? '') };
+  } catch (err) {
+    // Never fall back to trusting whatever answers next: a broken pin must be fixed by a person.
+    throw new FieldmeshError(
+      'FM_ERR_GATEWAY_IDENTITY',
+      `${file} is unreadable (${(err as Error).message}); delete it to pin the gateway again`,
+      {
+        details: { file },
+        cause: err,
+      },
+    );
+  }
+}
+
+function rawToBuffer(data: WebSocket.RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+export class NodeAgent extends EventEmitter<NodeAgentEvents> {
+  readonly options: CompiledNodeOptions;
+  readonly publicKeyPem: string;
+  /** Everything REGISTER advertises: given, `tool:*`, `platform:*` and detected capabilities. */
+  readonly capabilities: readonly string[];
+  private readonly keys: SigningKeys;
+  private readonly runtime: ToolRuntime;
+  private readonly caPem: string | undefined;
+  private readonly log: Logger;
+  private readonly running = new Map<string, RunningTask>();
+  private pin: GatewayPin | undefined;
+  private conn: Connection | undefined;
+  private state: NodeAgentState = 'connecting';
+  private gatewayId: string | undefined;
+  private heartbeatMs: number;
+  private frameLimit: number;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private reconnectAttempt = 0;
+  private heartbeatSeq = 0;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    options: CompiledNodeOptions,
+    keys: SigningKeys,
+    runtime: ToolRuntime,
+    capabilities: string[],
+    pin: GatewayPin | undefined,
+    caPem: string | undefined,
+  ) {
+    super();
+    this.options = options;
+    this.keys = keys;
+    this.publicKeyPem = keys.publicKeyPem;
+    this.runtime = runtime;
+    this.capabilities = capabilities;
+    this.pin = pin;
+    this.caPem = caPem;
+    this.log = options.logger;
+    this.heartbeatMs = options.heartbeatIntervalMs;
+    this.frameLimit = options.maxFrameBytes;
+  }
+
+  /** Prepares identity and tools, then starts connecting; resolves before the gateway answers (listen for 'ready'). */
+  static async start(options: NodeOptions): Promise<NodeAgent> {
+    const opts = compileNodeOptions(options);
+    mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+    const keys = loadOrCreateKeys(opts.dataDir);
+    const pin = opts.gatewayCaFile === undefined ? readPin(opts.dataDir) : undefined;
+    let caPem: string | undefined;
+    if (opts.gatewayCaFile !== undefined) {
+      try {
+        caPem = readFileSync(opts.gatewayCaFile, 'utf8');
+      } catch (err) {
+        throw new FieldmeshError(
+          'FM_ERR_INVALID_OPTION',
+          `node.gatewayCaFile: cannot read "${opts.gatewayCaFile}": ${(err as Error).message}`,
+          {
+            details: { option: 'node.gatewayCaFile', value: opts.gatewayCaFile },
+            cause: err,
+          },
+        );
+      }
+    }
+    const [runtime, detected] = await Promise.all([
+      ToolRuntime.create({
+        toolModules: opts.toolModules,
+        size: opts.maxConcurrency,
+        memoryMb: opts.workerMemoryMb,
+        nodeId: opts.id,
+        logger: opts.logger,
+      }),
+      detectGpuCapabilities(),
+    ]);
+    const capabilities = [
+      ...new Set([...opts.capabilities, ...runtime.descriptors().map((t) => `tool:${t.name}`), `platform:${opts.platform}`, ...detected]),
+    ];
+    const agent = new NodeAgent(opts, keys, runtime, capabilities, pin, caPem);
+    agent.connect();
+    return agent;
+  }
+
+  get status(): NodeAgentState {
+    return this.state;
+  }
+
+  get nodeId(): string {
+    return this.options.id;
+  }
+
+  /** Id the gateway gave in its last WELCOME. */
+  get connectedGatewayId(): string | undefined {
+    return this.gatewayId;
+  }
+
+  /** Stops heartbeats and reconnects, closes the socket with 1000 and shuts the worker pool down. */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.state = 'stopping';
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.stopHeartbeats();
+    const conn = this.conn;
+    if (conn && conn.ws.readyState !== WebSocket.CLOSED) {
+      const closed = new Promise<void>((resolve) => conn.ws.once('close', () => resolve()));
+      if (conn.ws.readyState === WebSocket.OPEN) conn.ws.close(1000, 'node stopping');
+      else conn.ws.terminate();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), 2000);
+      });
+      if (await Promise.race([closed.then(() => false), timedOut])) conn.ws.terminate();
+      clearTimeout(timer);
+    }
+    await this.runtime.close();
+    this.state = 'stopped';
+  }
+
+  private connect(): void {
+    if (this.stopping) return;
+    this.state = 'connecting';
+    const url = `wss://${formatHostPort(this.options.gateway)}${NODE_CONNECT_PATH}`;
+    // With a CA file the chain is verified normally; the gateway is often reached by IP, so names are not checked.
+    const options: WebSocket.ClientOptions = { maxPayload: 4 * this.frameLimit, handshakeTimeout: 10_000 };
+    if (this.caPem) {
+      options.ca = this.caPem;
+      // ws types this as returning boolean, but Node's tls treats any truthy return as a verification error.
+      options.checkServerIdentity = (() => undefined) as unknown as WebSocket.ClientOptions['checkServerIdentity'];
+    } else {
+      options.rejectUnauthorized = false;
+    }
+    const ws = new WebSocket(url, options);
+    const conn: Connection = { ws, opened: false, welcomed: false, caFingerprint: undefined, refused: false, lastError: undefined };
+    this.conn = conn;
+    ws.on('upgrade', (res) => this.checkGatewayIdentity(conn, (res.socket as TLSSocket).getPeerCertificate(true)));
+    ws.on('open', () => this.onOpen(conn));
+    ws.on('message', (data) => this.onMessage(conn, rawToBuffer(data)));
+    ws.on('error', (err) => {
+      conn.lastError = err;
+    });
+    ws.on('close', (code, reason) => this.onClose(conn, code, reason.toString('utf8')));
+  }
+
+  private checkGatewayIdentity(conn: Connection, peer: DetailedPeerCertificate | undefined): void {
+    if (this.caPem) return;
+    const fingerprint = rootFingerprint(peer);
+    conn.caFingerprint = fingerprint;
+    const pinned = this.pin?.ca_fingerprint256;
+    if (fingerprint !== undefined && (pinned === undefined || pinned === fingerprint)) return;
+    conn.refused = true;
+    this.log.error('gateway identity does not match the pinned CA; refusing to connect', {
+      code: 'FM_ERR_GATEWAY_IDENTITY',
+      gateway: formatHostPort(this.options.gateway),
+      pinned,
+      presented: fingerprint ?? null,
+      pin_file: join(this.options.dataDir, GATEWAY_PIN_FILE),
+    });
+    // Terminating inside 'upgrade' aborts before any frame (and our REGISTER) is sent.
+    conn.ws.terminate();
+  }
+
+  private onOpen(conn: Connection): void {
+    if (conn !== this.conn || conn.refused) return;
+    conn.opened = true;
+    this.state = 'registering';
+    this.send(conn, 'REGISTER', {
+      versions: [...PROTOCOL_VERSIONS],
+      node_id: this.options.id,
+      name: this.options.name,
+      platform: this.options.platform,
+      capabilities: this.capabilities,
+      tools: this.runtime.descriptors(),
+      location: this.options.location,
+      public_key: this.publicKeyPem,
+      agent_version: VERSION,
+      max_concurrency: this.options.maxConcurrency,
+    });
+  }
+
+  private onMessage(conn: Connection, raw: Buffer): void {
+    if (conn !== this.conn) return;
+    const decoded = decodeFrame(raw, this.frameLimit);
+    if (!decoded.ok) {
+      this.log.warn('malformed frame from gateway', { code: decoded.error.code, error: decoded.error.message, task_id: decoded.task_id });
+      this.sendError(conn, decoded.error, decoded.task_id);
+      return;
+    }
+    const frame = decoded.frame;
+    switch (frame.type) {
+      case 'WELCOME':
+        this.onWelcome(conn, frame);
+        return;
+      case 'TASK':
+        this.onTask(conn, frame);
+        return;
+      case 'CANCEL':
+        this.onCancel(frame);
+        return;
+      case 'ERROR':
+        this.log.warn('gateway reported an error', { code: frame.code, error: frame.message, task_id: frame.task_id });
+        return;
+      default: {
+        const error = { code: 'FM_ERR_MALFORMED_FRAME', message: `Unexpected ${frame.type} frame from the gateway` };
+        this.log.warn('unexpected frame from gateway', { type: frame.type });
+        this.sendError(conn, error, 'task_id' in frame ? frame.task_id : undefined);
+      }
+    }
+  }
+
+  private onWelcome(conn: Connection, frame: WelcomeFrame): void {
+    if (conn.welcomed) {
+      this.log.warn('ignoring a second WELCOME on the same connection', { gateway_id: frame.gateway_id });
+      return;
+    }
+    if (!(PROTOCOL_VERSIONS as readonly number[]).includes(frame.version)) {
+      const message = `Gateway chose protocol version ${frame.version}; this node speaks ${PROTOCOL_VERSIONS.join(', ')}`;
+      this.log.error('no common protocol version with the gateway', { code: 'FM_ERR_PROTOCOL_VERSION', version: frame.version });
+      this.sendError(conn, { code: 'FM_ERR_PROTOCOL_VERSION', message });
+      conn.ws.close(1002, 'unsupported protocol version');
+      return;
+    }
+    if (frame.node_id !== this.options.id) {
+      this.log.warn('WELCOME names another node id', { expected: this.options.id, got: frame.node_id });
+    }
+    if (!this.caPem && !this.pin && conn.caFingerprint) this.savePin(conn.caFingerprint);
+    conn.welcomed = true;
+    this.heartbeatMs = frame.heartbeat_interval_ms;
+    this.frameLimit = frame.max_frame_bytes;
+    this.gatewayId = frame.gateway_id;
+    this.reconnectAttempt = 0;
+    this.state = 'ready';
+    this.send(conn, 'NODE_READY', { node_id: this.options.id });
+    this.scheduleHeartbeat(conn);
+    this.log.info('node ready', { node_id: this.options.id, gateway: formatHostPort(this.options.gateway) });
+    this.emit('ready', { node_id: this.options.id, gateway_id: frame.gateway_id, protocol_version: frame.version });
+  }
+
+  private savePin(fingerprint: string): void {
+    const pin: GatewayPin = {
+      ca_fingerprint256: fingerprint,
+      gateway: formatHostPort(this.options.gateway),
+      pinned_at: new Date().toISOString(),
+    };
+    const file = join(this.options.dataDir, GATEWAY_PIN_FILE);
+    try {
+      writeFileSync(file, `${JSON.stringify(pin, null, 2)}\n`, { mode: 0o600 });
+      this.pin = pin;
+      this.log.info('pinned gateway CA (trust on first use)', { ca_fingerprint256: fingerprint, pin_file: file });
+    } catch (err) {
+      // Still pin in memory so this process at least refuses an impostor on reconnect.
+      this.pin = pin;
+      this.log.error('could not write the gateway pin', { pin_file: file, error: (err as Error).message });
+    }
+  }
+
+  private scheduleHeartbeat(conn: Connection): void {
+    this.stopHeartbeats();
+    // ±10% jitter keeps a fleet restarted together from heartbeating in lockstep.
+    const delay = Math.max(1, Math.round(this.heartbeatMs * (0.9 + Math.random() * 0.2)));
+    this.heartbeatTimer = setTimeout(() => {
+      this.heartbeatTimer = undefined;
+      if (conn !== this.conn || !conn.welcomed) return;
+      this.send(conn, 'HEARTBEAT', {
+        node_id: this.options.id,
+        seq: this.heartbeatSeq++,
+        load: this.load(),
+        sent_at: new Date().toISOString(),
+      });
+      this.scheduleHeartbeat(conn);
+    }, delay);
+  }
+
+  private stopHeartbeats(): void {
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+  }
+
+  private load(): { cpu: number; memory: number; in_flight: number } {
+    const cpu = Math.max(0, (loadavg()[0] ?? 0) / Math.max(1, availableParallelism()));
+    const memory = Math.min(1, Math.max(0, 1 - freemem() / totalmem()));
+    return { cpu, memory, in_flight: this.runtime.inFlight() };
+  }
+
+  private onTask(conn: Connection, frame: TaskFrame): void {
+    if (!conn.welcomed) {
+      this.sendError(conn, { code: 'FM_ERR_NOT_REGISTERED', message: 'TASK before WELCOME' }, frame.task_id);
+      return;
+    }
+    const key = `${frame.task_id}\u0000${frame.attempt}`;
+    const existing = this.running.get(key);
+    if (existing) {
+      // A redelivery after a reconnect moves the result to the live connection; on the same one it is just a duplicate.
+      if (existing.conn !== conn) {
+        existing.conn = conn;
+        this.send(conn, 'TASK_ACK', { task_id: frame.task_id, attempt: frame.attempt });
+      }
+      this.log.debug('ignoring duplicate TASK', { task_id: frame.task_id, attempt: frame.attempt });
+      return;
+    }
+    this.send(conn, 'TASK_ACK', { task_id: frame.task_id, attempt: frame.attempt });
+    const started = performance.now();
+    const handle = this.runtime.run({
+      task_id: frame.task_id,
+      attempt: frame.attempt,
+      tool_name: frame.tool_name,
+      args: frame.tool_args,
+      timeout_ms: frame.timeout_ms,
+    });
+    const entry: RunningTask = { conn, handle };
+    this.running.set(key, entry);
+    void handle.promise.then((outcome) => {
+      this.running.delete(key);
+      this.sendResult(entry.conn, frame, outcome, performance.now() - started);
+    });
+  }
+
+  private onCancel(frame: CancelFrame): void {
+    let matched = 0;
+    for (const [key, entry] of this.running) {
+      const [taskId, attempt] = key.split('\u0000');
+      if (taskId !== frame.task_id || (frame.attempt !== undefined && Number(attempt) !== frame.attempt)) continue;
+      matched++;
+      entry.handle.cancel(frame.reason);
+    }
+    this.log.debug('CANCEL from gateway', { task_id: frame.task_id, attempt: frame.attempt, matched });
+  }
+
+  private sendResult(conn: Connection, task: TaskFrame, outcome: RunOutcome, durationMs: number): void {
+    const duration_ms = Math.round(durationMs * 1000) / 1000;
+    let text = this.encodeResult(task, outcome, duration_ms);
+    const size = Buffer.byteLength(text);
+    if (size > this.frameLimit) {
+      const error: ErrorBody = {
+        code: 'FM_ERR_RESULT_TOO_LARGE',
+        message: `Result of tool "${task.tool_name}" is ${size} bytes, over the frame limit of ${this.frameLimit} bytes`,
+        retryable: false,
+      };
+      text = this.encodeResult(task, { ok: false, error }, duration_ms);
+      outcome = { ok: false, error };
+    }
+    this.log.debug('task finished', {
+      task_id: task.task_id,
+      attempt: task.attempt,
+      tool: task.tool_name,
+      ok: outcome.ok,
+      code: outcome.ok ? undefined : outcome.error.code,
+      duration_ms,
+    });
+    if (conn !== this.conn || !conn.welcomed || conn.ws.readyState !== WebSocket.OPEN) {
+      // The gateway failed this attempt over when the connection dropped; a late result would only be ignored.
+      this.log.debug('dropping result: the connection that delivered the task is gone', { task_id: task.task_id, attempt: task.attempt });
+      return;
+    }
+    conn.ws.send(text);
+  }
+
+  private encodeResult(task: TaskFrame, outcome: RunOutcome, duration_ms: number): string {
+    const timestamp = new Date().toISOString();
+    const hash = resultHash(outcome.ok ? outcome.output : outcome.error);
+    return encodeFrame('TASK_RESULT', {
+      task_id: task.task_id,
+      attempt: task.attempt,
+      ok: outcome.ok,
+      ...(outcome.ok ? { output: outcome.output } : { error: outcome.error }),
+      duration_ms,
+      result_hash: hash,
+      node_signature: signResult(this.keys.privateKey, task.task_id, task.attempt, hash, timestamp),
+      timestamp,
+    });
+  }
+
+  private send(conn: Connection, type: FrameType, body: Record<string, unknown>): boolean {
+    if (conn !== this.conn || conn.ws.readyState !== WebSocket.OPEN) return false;
+    conn.ws.send(encodeFrame(type, body));
+    return true;
+  }
+
+  private sendError(conn: Connection, error: ErrorBody, taskId?: string): void {
+    this.send(
+      conn,
+      'ERROR',
+      taskId === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, task_id: taskId },
+    );
+  }
+
+  private onClose(conn: Connection, code: number, reason: string): void {
+    if (conn !== this.conn) return;
+    this.conn = undefined;
+    this.stopHeartbeats();
+    const gateway = formatHostPort(this.options.gateway);
+    if (conn.opened) {
+      if (isPolicyClose(code)) this.log.error('gateway closed the connection', { gateway, code, reason });
+      else if (!this.stopping) this.log.warn('disconnected from gateway', { gateway, code, reason });
+      this.emit('disconnected', { code, reason });
+    } else if (!conn.refused && !this.stopping) {
+      this.log.warn('cannot reach gateway', { gateway, error: conn.lastError?.message ?? `closed with ${code}` });
+    }
+    if (this.stopping) return;
+    this.state = 'backoff';
+    // Full jitter: a random point below an exponentially growing ceiling spreads a fleet's reconnects out.
+    const ceiling = Math.min(this.options.reconnectMaxMs, this.options.reconnectMinMs * 2 ** Math.min(this.reconnectAttempt, 30));
+    const delay = Math.round(Math.random() * ceiling);
+    this.reconnectAttempt++;
+    this.log.debug('reconnecting', { in_ms: delay, attempt: this.reconnectAttempt });
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.connect();
+    }, delay);
+  }
+}

@@ -1,0 +1,234 @@
+// Node agent options: the documented defaults and the checks that turn user input into CompiledNodeOptions.
+import { availableParallelism, platform as osPlatform } from 'node:os';
+import { resolve } from 'node:path';
+import { type HostPort, parseHostPort } from '../core/address.js';
+import { FieldmeshError } from '../core/errors.js';
+import { createLogger, type Logger } from '../core/logger.js';
+
+export interface GeoLocation {
+  lat: number;
+  lon: number;
+}
+
+export interface NodeOptions {
+  /** Gateway node listener as `HOST:PORT` (a bare `:PORT` means 127.0.0.1). */
+  gateway: string;
+  /** Stable node id, unique in the mesh: `^[A-Za-z0-9][A-Za-z0-9:._@/-]*$`, at most 128 characters. */
+  id: string;
+  /** Directory for the signing key and the gateway pin; created with mode 0700. */
+  dataDir: string;
+  /**
+   * Human-readable name shown by the gateway.
+   * @default the node id
+   */
+  name?: string;
+  /**
+   * Platform label sent in REGISTER and added as capability `platform:<platform>`.
+   * @default derived from os.platform(): macos, windows, linux, android, otherwise the raw value
+   */
+  platform?: string;
+  /**
+   * Extra capabilities; `tool:<name>`, `platform:<platform>` and detected ones (gpu:available, cuda) are added.
+   * @default []
+   */
+  capabilities?: string[];
+  /**
+   * Where the node is, as `{ lat, lon }` or the string `"LAT,LON"`.
+   * @default null (unknown)
+   */
+  location?: string | GeoLocation | null;
+  /**
+   * Tool calls run at once; also the number of worker threads.
+   * @default os.availableParallelism()
+   */
+  maxConcurrency?: number;
+  /**
+   * Heartbeat period until the gateway's WELCOME says otherwise.
+   * @default 1000
+   */
+  heartbeatIntervalMs?: number;
+  /**
+   * Paths of ESM modules exporting `tools: ToolDefinition[]` (or a default array) — custom tools.
+   * @default []
+   */
+  toolModules?: string[];
+  /**
+   * PEM file of the gateway CA. When set the gateway certificate is verified against it;
+   * otherwise the CA is pinned on first connect (trust on first use).
+   * @default undefined (pinning)
+   */
+  gatewayCaFile?: string;
+  /**
+   * Smallest reconnect backoff ceiling.
+   * @default 250
+   */
+  reconnectMinMs?: number;
+  /**
+   * Largest reconnect backoff ceiling.
+   * @default 30000
+   */
+  reconnectMaxMs?: number;
+  /**
+   * Frame size limit until the gateway's WELCOME says otherwise.
+   * @default 1048576 (1 MiB)
+   */
+  maxFrameBytes?: number;
+  /**
+   * V8 old-generation heap limit of each tool worker.
+   * @default 256
+   */
+  workerMemoryMb?: number;
+  /**
+   * Where logs go.
+   * @default JSON lines on stdout at FIELDMESH_LOG_LEVEL (info)
+   */
+  logger?: Logger;
+}
+
+export interface CompiledNodeOptions {
+  gateway: HostPort;
+  /** The `gateway` option as given, for logs. */
+  gatewayAddress: string;
+  id: string;
+  name: string;
+  platform: string;
+  capabilities: string[];
+  location: GeoLocation | null;
+  /** Absolute path. */
+  dataDir: string;
+  maxConcurrency: number;
+  heartbeatIntervalMs: number;
+  /** Absolute paths. */
+  toolModules: string[];
+  /** Absolute path, or undefined for trust-on-first-use pinning. */
+  gatewayCaFile: string | undefined;
+  reconnectMinMs: number;
+  reconnectMaxMs: number;
+  maxFrameBytes: number;
+  workerMemoryMb: number;
+  logger: Logger;
+}
+
+export const NODE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9:._@/-]*$/;
+const NODE_ID_MAX = 128;
+
+function invalid(option: string, value: unknown, why: string): FieldmeshError {
+  const shown = typeof value === 'string' ? `"${value}"` : (JSON.stringify(value) ?? String(value));
+  return new FieldmeshError('FM_ERR_INVALID_OPTION', `${option}: ${shown} ${why}`, { details: { option, value } });
+}
+
+function text(option: string, value: unknown, max: number): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > max) {
+    throw invalid(option, value, `must be a non-empty string of at most ${max} characters`);
+  }
+  return value;
+}
+
+function integer(option: string, value: unknown, fallback: number, min: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw invalid(option, value, `must be an integer from ${min} to ${max}`);
+  }
+  return value;
+}
+
+/** Maps Node's platform names to the ones the mesh uses in capabilities. */
+export function defaultPlatform(raw: string = osPlatform()): string {
+  switch (raw) {
+    case 'darwin':
+      return 'macos';
+    case 'win32':
+      return 'windows';
+    default:
+      return raw;
+  }
+}
+
+const LOCATION_RANGE = 'expected "LAT,LON" with lat from -90 to 90 and lon from -180 to 180';
+
+export function parseLocation(option: string, value: string | GeoLocation): GeoLocation {
+  let lat: unknown;
+  let lon: unknown;
+  if (typeof value === 'string') {
+    const m = /^\s*([-+]?\d+(?:\.\d+)?)\s*,\s*([-+]?\d+(?:\.\d+)?)\s*$/.exec(value);
+    if (!m) throw invalid(option, value, `is not a valid location (${LOCATION_RANGE})`);
+    lat = Number(m[1]);
+    lon = Number(m[2]);
+  } else if (typeof value === 'object' && value !== null) {
+    lat = value.lat;
+    lon = value.lon;
+  }
+  if (
+    typeof lat !== 'number' ||
+    typeof lon !== 'number' ||
+    !Number.isFinite(lat) ||
+    !Number.isFinite(lon) ||
+    Math.abs(lat) > 90 ||
+    Math.abs(lon) > 180
+  ) {
+    throw invalid(option, value, `is not a valid location (${LOCATION_RANGE})`);
+  }
+  return { lat, lon };
+}
+
+export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
+  if (typeof opts !== 'object' || opts === null) throw invalid('node', opts, 'must be an options object');
+  if (typeof opts.gateway !== 'string') throw invalid('node.gateway', opts.gateway, 'must be a string "HOST:PORT"');
+  const gateway = parseHostPort('node.gateway', opts.gateway);
+  if (gateway.port === 0) throw invalid('node.gateway', opts.gateway, 'is not a valid port (a gateway cannot listen on port 0)');
+
+  const id = text('node.id', opts.id, NODE_ID_MAX);
+  if (!NODE_ID_PATTERN.test(id)) {
+    throw invalid('node.id', id, 'must start with a letter or digit and use only letters, digits and : . _ @ / -');
+  }
+  const name = opts.name === undefined ? id : text('node.name', opts.name, 256);
+  const platform = opts.platform === undefined ? defaultPlatform() : text('node.platform', opts.platform, 64);
+
+  const capabilities = opts.capabilities ?? [];
+  if (!Array.isArray(capabilities)) throw invalid('node.capabilities', capabilities, 'must be an array of strings');
+  capabilities.forEach((c, i) => {
+    text(`node.capabilities[${i}]`, c, 256);
+  });
+
+  const location = opts.location === undefined || opts.location === null ? null : parseLocation('node.location', opts.location);
+
+  if (typeof opts.dataDir !== 'string' || opts.dataDir.trim() === '')
+    throw invalid('node.dataDir', opts.dataDir, 'must be a directory path');
+
+  const toolModules = opts.toolModules ?? [];
+  if (!Array.isArray(toolModules)) throw invalid('node.toolModules', toolModules, 'must be an array of module paths');
+  toolModules.forEach((p, i) => {
+    if (typeof p !== 'string' || p.trim() === '') throw invalid(`node.toolModules[${i}]`, p, 'must be a module path');
+  });
+
+  if (opts.gatewayCaFile !== undefined && (typeof opts.gatewayCaFile !== 'string' || opts.gatewayCaFile.trim() === '')) {
+    throw invalid('node.gatewayCaFile', opts.gatewayCaFile, 'must be a file path');
+  }
+
+  const reconnectMinMs = integer('node.reconnectMinMs', opts.reconnectMinMs, 250, 1, 3_600_000);
+  const reconnectMaxMs = integer('node.reconnectMaxMs', opts.reconnectMaxMs, Math.max(30_000, reconnectMinMs), 1, 3_600_000);
+  if (reconnectMaxMs < reconnectMinMs) {
+    throw invalid('node.reconnectMaxMs', reconnectMaxMs, `must not be below node.reconnectMinMs (${reconnectMinMs})`);
+  }
+
+  return {
+    gateway,
+    gatewayAddress: opts.gateway,
+    id,
+    name,
+    platform,
+    capabilities: [...capabilities],
+    location,
+    dataDir: resolve(opts.dataDir),
+    // The REGISTER schema caps max_concurrency at 4096.
+    maxConcurrency: integer('node.maxConcurrency', opts.maxConcurrency, Math.min(availableParallelism(), 4096), 1, 4096),
+    heartbeatIntervalMs: integer('node.heartbeatIntervalMs', opts.heartbeatIntervalMs, 1000, 10, 3_600_000),
+    toolModules: toolModules.map((p) => resolve(p)),
+    gatewayCaFile: opts.gatewayCaFile === undefined ? undefined : resolve(opts.gatewayCaFile),
+    reconnectMinMs,
+    reconnectMaxMs,
+    maxFrameBytes: integer('node.maxFrameBytes', opts.maxFrameBytes, 1024 * 1024, 1024, 256 * 1024 * 1024),
+    workerMemoryMb: integer('node.workerMemoryMb', opts.workerMemoryMb, 256, 16, 65_536),
+    logger: opts.logger ?? createLogger().child({ component: 'node', node_id: id }),
+  };
+}

@@ -1,0 +1,45 @@
+import type { JsonSchema } from '../../protocol/json.js';
+
+/** What a running tool may use from its node. */
+export interface ToolContext {
+  /** The node this tool runs on. */
+  node_id: string;
+  task_id: string;
+  attempt: number;
+  /** Aborted when the task is cancelled or its deadline passes. */
+  signal: AbortSignal;
+}
+
+/**
+ * A tool a node can run. Descriptors follow MCP: `input_schema` and
+ * `output_schema` are plain JSON Schema, checked before and after `run`.
+ */
+export interface ToolDefinition<A = unknown, O = unknown> {
+  name: string;
+  description: string;
+  input_schema: JsonSchema;
+  output_schema: JsonSchema;
+  /** True when the tool needs a network beyond the mesh. */
+  network?: boolean;
+  run(args: A, ctx: ToolContext): O | Promise<O>;
+}
+
+/** The part of a tool that crosses the wire in REGISTER. */
+export interface ToolDescriptor {
+  name: string;
+  description: string;
+  input_schema: JsonSchema;
+  output_schema: JsonSchema;
+  network?: boolean;
+}
+
+export function describeTool(tool: ToolDefinition): ToolDescriptor {
+  const d: ToolDescriptor = {
+    name: tool.name,
+    description: tool.description,
+    input_schema: tool.input_schema,
+    output_schema: tool.output_schema,
+  };
+  if (tool.network !== undefined) d.network = tool.network;
+  return d;
+}

@@ -1,0 +1,165 @@
+/**
+ * HTTP API bodies, written once: they give the TypeScript types for the
+ * client SDK, the run-time checks in the gateway and the OpenAPI document.
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import { ErrorBodySchema, LoadSchema, LocationSchema, ToolDescriptorSchema } from './frames.js';
+import { TargetSchema } from './target.js';
+
+const Json = Type.Unknown();
+
+export const ToolCallBody = Type.Object(
+  {
+    tool_name: Type.String({ minLength: 1, maxLength: 128, description: 'Name of the tool to run' }),
+    tool_args: Type.Optional(Type.Record(Type.String(), Json, { description: 'Arguments checked against the tool input_schema' })),
+    target: Type.Optional(TargetSchema),
+    timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+  },
+  { additionalProperties: false },
+);
+export type ToolCallBody = Static<typeof ToolCallBody>;
+
+export const ToolCallResult = Type.Object({
+  ok: Type.Boolean(),
+  task_id: Type.String(),
+  node_id: Type.Union([Type.String(), Type.Null()]),
+  output: Json,
+  execution_path: Type.Array(Type.String()),
+  verified: Type.Boolean(),
+  degraded: Type.Boolean(),
+  duration_ms: Type.Number(),
+  result_hash: Type.Union([Type.String(), Type.Null()]),
+  verification_error: Type.Optional(Type.String()),
+  error: Type.Optional(ErrorBodySchema),
+});
+export type ToolCallResult = Static<typeof ToolCallResult>;
+
+export const TaskAccepted = Type.Object({ ok: Type.Literal(true), task_id: Type.String() });
+
+export const TaskStatusSchema = Type.Union([
+  Type.Literal('pending'),
+  Type.Literal('running'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('cancelled'),
+]);
+
+export const AttemptSchema = Type.Object({
+  attempt: Type.Integer(),
+  node_id: Type.String(),
+  started_at: Type.String(),
+  finished_at: Type.Union([Type.String(), Type.Null()]),
+  outcome: Type.String(),
+  error: Type.Union([ErrorBodySchema, Type.Null()]),
+  duration_ms: Type.Union([Type.Number(), Type.Null()]),
+  verified: Type.Union([Type.Boolean(), Type.Null()]),
+  result_hash: Type.Union([Type.String(), Type.Null()]),
+});
+
+export const TaskView = Type.Object({
+  ok: Type.Literal(true),
+  task_id: Type.String(),
+  status: TaskStatusSchema,
+  tool_name: Type.String(),
+  target: Json,
+  attempts: Type.Array(AttemptSchema),
+  created_at: Type.String(),
+  updated_at: Type.String(),
+  result: Type.Optional(ToolCallResult),
+});
+export type TaskView = Static<typeof TaskView>;
+
+export const WorkflowStep = Type.Object(
+  {
+    step_id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' }),
+    tool_name: Type.String({ minLength: 1, maxLength: 128 }),
+    tool_args: Type.Optional(Type.Record(Type.String(), Json)),
+    target: Type.Optional(TargetSchema),
+    timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+  },
+  { additionalProperties: false },
+);
+export type WorkflowStep = Static<typeof WorkflowStep>;
+
+export const Workflow = Type.Object(
+  {
+    workflow_id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' }),
+    description: Type.Optional(Type.String({ maxLength: 4096 })),
+    steps: Type.Array(WorkflowStep, { minItems: 1, maxItems: 1000 }),
+  },
+  { additionalProperties: false },
+);
+export type Workflow = Static<typeof Workflow>;
+
+export const WorkflowRunBody = Type.Object(
+  { workflow: Workflow, input: Type.Optional(Type.Record(Type.String(), Json)) },
+  { additionalProperties: false },
+);
+export type WorkflowRunBody = Static<typeof WorkflowRunBody>;
+
+export const TimelineEntry = Type.Object({
+  step: Type.String(),
+  node: Type.Union([Type.String(), Type.Null()]),
+  node_id: Type.Union([Type.String(), Type.Null()]),
+  timestamp: Type.String(),
+  duration_ms: Type.Number(),
+  attempts: Type.Integer(),
+  verified: Type.Boolean(),
+  ok: Type.Boolean(),
+  result_hash: Type.Union([Type.String(), Type.Null()]),
+  task_id: Type.String(),
+});
+export type TimelineEntry = Static<typeof TimelineEntry>;
+
+export const WorkflowRunResult = Type.Object({
+  ok: Type.Boolean(),
+  run_id: Type.String(),
+  workflow_id: Type.String(),
+  status: Type.String(),
+  verified: Type.Boolean(),
+  execution_path: Type.Array(Type.String()),
+  timeline: Type.Array(TimelineEntry),
+  degraded: Type.Boolean(),
+  outputs: Type.Record(Type.String(), Json),
+  duration_ms: Type.Number(),
+  error: Type.Optional(ErrorBodySchema),
+});
+export type WorkflowRunResult = Static<typeof WorkflowRunResult>;
+
+export const NodeView = Type.Object({
+  node_id: Type.String(),
+  name: Type.String(),
+  status: Type.String(),
+  platform: Type.String(),
+  capabilities: Type.Array(Type.String()),
+  location: Type.Union([LocationSchema, Type.Null()]),
+  load: LoadSchema,
+  last_seen: Type.String(),
+  trusted: Type.Boolean(),
+});
+export type NodeView = Static<typeof NodeView>;
+
+export const NodeList = Type.Object({ ok: Type.Literal(true), nodes: Type.Array(NodeView) });
+export const NodeDetail = Type.Object({ ok: Type.Literal(true), node: NodeView });
+
+export const NodeHealth = Type.Object({
+  ok: Type.Literal(true),
+  node_id: Type.String(),
+  status: Type.String(),
+  healthy: Type.Boolean(),
+  last_seen: Type.String(),
+  seconds_since_heartbeat: Type.Number(),
+  load: LoadSchema,
+  connected: Type.Boolean(),
+});
+export type NodeHealth = Static<typeof NodeHealth>;
+
+export const NodeCapabilities = Type.Object({
+  ok: Type.Literal(true),
+  node_id: Type.String(),
+  capabilities: Type.Array(Type.String()),
+  tools: Type.Array(ToolDescriptorSchema),
+});
+export type NodeCapabilities = Static<typeof NodeCapabilities>;
+
+export const ErrorResponse = Type.Object({ ok: Type.Literal(false), error: ErrorBodySchema });

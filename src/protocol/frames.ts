@@ -1,0 +1,184 @@
+/**
+ * Wire frames between gateway and node: JSON text frames over WebSocket, each
+ * `{ v, type, ... }`, one TypeBox schema per type. Names follow the original
+ * swarm distribution design (REGISTER → WELCOME → NODE_READY, HEARTBEAT,
+ * TASK/TASK_ACK/TASK_RESULT, CANCEL, ERROR).
+ */
+import { type Static, Type } from '@sinclair/typebox';
+
+/** Protocol versions this build speaks, newest last. */
+export const PROTOCOL_VERSIONS = [1] as const;
+export const PROTOCOL_VERSION = 1;
+
+export const FrameType = {
+  Register: 'REGISTER',
+  Welcome: 'WELCOME',
+  NodeReady: 'NODE_READY',
+  Heartbeat: 'HEARTBEAT',
+  Task: 'TASK',
+  TaskAck: 'TASK_ACK',
+  TaskResult: 'TASK_RESULT',
+  Cancel: 'CANCEL',
+  Error: 'ERROR',
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+const NodeId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$' });
+const TaskId = Type.String({ minLength: 1, maxLength: 128 });
+const Attempt = Type.Integer({ minimum: 1 });
+const Json = Type.Unknown();
+
+export const LocationSchema = Type.Object(
+  { lat: Type.Number({ minimum: -90, maximum: 90 }), lon: Type.Number({ minimum: -180, maximum: 180 }) },
+  { additionalProperties: false },
+);
+
+export const LoadSchema = Type.Object({
+  cpu: Type.Number({ minimum: 0 }),
+  memory: Type.Number({ minimum: 0, maximum: 1 }),
+  in_flight: Type.Integer({ minimum: 0 }),
+});
+
+export const ToolDescriptorSchema = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.:-]+$' }),
+  description: Type.String({ maxLength: 4096 }),
+  input_schema: Type.Record(Type.String(), Json),
+  output_schema: Type.Record(Type.String(), Json),
+  network: Type.Optional(Type.Boolean()),
+});
+
+export const ErrorBodySchema = Type.Object({
+  code: Type.String({ minLength: 1 }),
+  message: Type.String(),
+  retryable: Type.Optional(Type.Boolean()),
+  details: Type.Optional(Type.Record(Type.String(), Json)),
+});
+
+export const RegisterFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('REGISTER'),
+  /** Every protocol version the node speaks; the gateway picks the highest common one. */
+  versions: Type.Array(Type.Integer({ minimum: 1 }), { minItems: 1, maxItems: 16 }),
+  node_id: NodeId,
+  name: Type.String({ minLength: 1, maxLength: 256 }),
+  platform: Type.String({ minLength: 1, maxLength: 64 }),
+  capabilities: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 4096 }),
+  tools: Type.Array(ToolDescriptorSchema, { maxItems: 1024 }),
+  location: Type.Optional(Type.Union([LocationSchema, Type.Null()])),
+  public_key: Type.String({ minLength: 1, maxLength: 4096 }),
+  agent_version: Type.String({ maxLength: 64 }),
+  max_concurrency: Type.Integer({ minimum: 1, maximum: 4096 }),
+});
+
+export const WelcomeFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('WELCOME'),
+  version: Type.Integer({ minimum: 1 }),
+  gateway_id: Type.String(),
+  node_id: NodeId,
+  leader_id: Type.String(),
+  peers: Type.Array(Type.String()),
+  heartbeat_interval_ms: Type.Integer({ minimum: 10 }),
+  max_frame_bytes: Type.Integer({ minimum: 1024 }),
+});
+
+export const NodeReadyFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('NODE_READY'),
+  node_id: NodeId,
+});
+
+export const HeartbeatFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('HEARTBEAT'),
+  node_id: NodeId,
+  seq: Type.Integer({ minimum: 0 }),
+  load: LoadSchema,
+  sent_at: Type.String(),
+});
+
+export const TaskFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('TASK'),
+  task_id: TaskId,
+  attempt: Attempt,
+  tool_name: Type.String({ minLength: 1, maxLength: 128 }),
+  tool_args: Json,
+  timeout_ms: Type.Integer({ minimum: 1 }),
+});
+
+export const TaskAckFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('TASK_ACK'),
+  task_id: TaskId,
+  attempt: Attempt,
+});
+
+export const TaskResultFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('TASK_RESULT'),
+  task_id: TaskId,
+  attempt: Attempt,
+  ok: Type.Boolean(),
+  output: Type.Optional(Json),
+  error: Type.Optional(ErrorBodySchema),
+  duration_ms: Type.Number({ minimum: 0 }),
+  /** `sha256:<hex>` of the canonical JSON of `output` (or of `error` when not ok). */
+  result_hash: Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }),
+  /** Ed25519 signature, base64, over task id, attempt, result_hash and timestamp. */
+  node_signature: Type.String({ minLength: 1, maxLength: 512 }),
+  timestamp: Type.String({ minLength: 1, maxLength: 64 }),
+});
+
+export const CancelFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('CANCEL'),
+  task_id: TaskId,
+  attempt: Type.Optional(Attempt),
+  reason: Type.Optional(Type.String({ maxLength: 1024 })),
+});
+
+export const ErrorFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('ERROR'),
+  code: Type.String(),
+  message: Type.String(),
+  /** The task the error concerns, if any. */
+  task_id: Type.Optional(Type.String()),
+});
+
+export const FrameSchemas = {
+  REGISTER: RegisterFrame,
+  WELCOME: WelcomeFrame,
+  NODE_READY: NodeReadyFrame,
+  HEARTBEAT: HeartbeatFrame,
+  TASK: TaskFrame,
+  TASK_ACK: TaskAckFrame,
+  TASK_RESULT: TaskResultFrame,
+  CANCEL: CancelFrame,
+  ERROR: ErrorFrame,
+} as const;
+
+export type RegisterFrame = Static<typeof RegisterFrame>;
+export type WelcomeFrame = Static<typeof WelcomeFrame>;
+export type NodeReadyFrame = Static<typeof NodeReadyFrame>;
+export type HeartbeatFrame = Static<typeof HeartbeatFrame>;
+export type TaskFrame = Static<typeof TaskFrame>;
+export type TaskAckFrame = Static<typeof TaskAckFrame>;
+export type TaskResultFrame = Static<typeof TaskResultFrame>;
+export type CancelFrame = Static<typeof CancelFrame>;
+export type ErrorFrame = Static<typeof ErrorFrame>;
+
+export type Frame =
+  | RegisterFrame
+  | WelcomeFrame
+  | NodeReadyFrame
+  | HeartbeatFrame
+  | TaskFrame
+  | TaskAckFrame
+  | TaskResultFrame
+  | CancelFrame
+  | ErrorFrame;
+
+/** A frame without its envelope version, as handlers build them. */
+export type FrameBody<F extends Frame> = Omit<F, 'v'>;

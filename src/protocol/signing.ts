@@ -1,0 +1,74 @@
+/**
+ * Result evidence: canonical JSON (RFC 8785 style: sorted keys, no spaces),
+ * `sha256:` result hashes, and Ed25519 signatures over
+ * `task_id \n attempt \n result_hash \n timestamp`.
+ */
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
+
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'number' && !Number.isFinite(value)) return 'null';
+    return JSON.stringify(value) ?? 'null';
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+  const entries = Object.keys(value)
+    .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson((value as Record<string, unknown>)[k])}`);
+  return `{${entries.join(',')}}`;
+}
+
+export function resultHash(value: unknown): string {
+  return `sha256:${createHash('sha256').update(canonicalJson(value)).digest('hex')}`;
+}
+
+export function signingPayload(taskId: string, attempt: number, hash: string, timestamp: string): Buffer {
+  return Buffer.from(`${taskId}\n${attempt}\n${hash}\n${timestamp}`, 'utf8');
+}
+
+export interface SigningKeys {
+  privateKey: KeyObject;
+  publicKeyPem: string;
+}
+
+export function generateSigningKeys(): { privateKeyPem: string; publicKeyPem: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  return {
+    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+  };
+}
+
+export function loadSigningKeys(privateKeyPem: string): SigningKeys {
+  const privateKey = createPrivateKey(privateKeyPem);
+  const publicKeyPem = createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }).toString();
+  return { privateKey, publicKeyPem };
+}
+
+export function signResult(key: KeyObject, taskId: string, attempt: number, hash: string, timestamp: string): string {
+  return sign(null, signingPayload(taskId, attempt, hash, timestamp), key).toString('base64');
+}
+
+const publicKeyCache = new Map<string, KeyObject>();
+
+/** Checks a node's signature; false for a malformed key or signature rather than a throw. */
+export function verifyResult(
+  publicKeyPem: string,
+  taskId: string,
+  attempt: number,
+  hash: string,
+  timestamp: string,
+  signature: string,
+): boolean {
+  try {
+    let key = publicKeyCache.get(publicKeyPem);
+    if (!key) {
+      key = createPublicKey(publicKeyPem);
+      if (publicKeyCache.size > 10_000) publicKeyCache.clear();
+      publicKeyCache.set(publicKeyPem, key);
+    }
+    return verify(null, signingPayload(taskId, attempt, hash, timestamp), key, Buffer.from(signature, 'base64'));
+  } catch {
+    return false;
+  }
+}

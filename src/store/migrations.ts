@@ -1,0 +1,86 @@
+// Versioned schema migrations, provided in code so the compiled package needs no migration files on disk.
+import type { Kysely, Migration } from 'kysely';
+
+// biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's table types
+type AnyDb = Kysely<any>;
+
+/**
+ * Kysely's Migrator does not wrap SQLite migrations in a transaction, so each
+ * one opens its own, and uses IF NOT EXISTS so that a crash between the schema
+ * change and the migrator's bookkeeping row cannot wedge the next start.
+ */
+const initial: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('nodes')
+        .ifNotExists()
+        .addColumn('node_id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('platform', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('capabilities', 'text', (c) => c.notNull())
+        .addColumn('tools', 'text', (c) => c.notNull())
+        .addColumn('location_lat', 'real')
+        .addColumn('location_lon', 'real')
+        .addColumn('load', 'text', (c) => c.notNull())
+        .addColumn('public_key', 'text')
+        .addColumn('trusted', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('protocol_version', 'integer', (c) => c.notNull())
+        .addColumn('agent_version', 'text', (c) => c.notNull())
+        .addColumn('max_concurrency', 'integer', (c) => c.notNull())
+        .addColumn('registered_at', 'text', (c) => c.notNull())
+        .addColumn('last_seen', 'text', (c) => c.notNull())
+        .execute();
+
+      await trx.schema
+        .createTable('tasks')
+        .ifNotExists()
+        .addColumn('task_id', 'text', (c) => c.primaryKey())
+        .addColumn('run_id', 'text')
+        .addColumn('step_id', 'text')
+        .addColumn('tool_name', 'text', (c) => c.notNull())
+        .addColumn('tool_args', 'text', (c) => c.notNull())
+        .addColumn('target', 'text', (c) => c.notNull())
+        .addColumn('timeout_ms', 'integer', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'text', (c) => c.notNull())
+        .addColumn('result', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await trx.schema.createIndex('tasks_status_idx').ifNotExists().on('tasks').column('status').execute();
+      await trx.schema.createIndex('tasks_run_id_idx').ifNotExists().on('tasks').column('run_id').execute();
+
+      await trx.schema
+        .createTable('runs')
+        .ifNotExists()
+        .addColumn('run_id', 'text', (c) => c.primaryKey())
+        .addColumn('workflow_id', 'text', (c) => c.notNull())
+        .addColumn('workflow', 'text', (c) => c.notNull())
+        .addColumn('input', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('steps', 'text', (c) => c.notNull())
+        .addColumn('timeline', 'text', (c) => c.notNull())
+        .addColumn('result', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await trx.schema.createIndex('runs_workflow_id_idx').ifNotExists().on('runs').column('workflow_id').execute();
+      await trx.schema.createIndex('runs_status_idx').ifNotExists().on('runs').column('status').execute();
+    });
+  },
+
+  async down(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema.dropTable('runs').ifExists().execute();
+      await trx.schema.dropTable('tasks').ifExists().execute();
+      await trx.schema.dropTable('nodes').ifExists().execute();
+    });
+  },
+};
+
+/** Applied in key order, so names sort by their numeric prefix. */
+export const sqliteMigrations: Record<string, Migration> = {
+  '0001_initial': initial,
+};

@@ -1,0 +1,281 @@
+// The embedded Store: SQLite through better-sqlite3, queried with Kysely.
+import fs from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, type Migration, type MigrationProvider, Migrator, type Selectable, SqliteDialect, type Updateable } from 'kysely';
+import { FieldmeshError } from '../../core/errors.js';
+import type { JsonValue } from '../../protocol/json.js';
+import { sqliteMigrations } from '../migrations.js';
+import type {
+  AttemptRecord,
+  NodeLoad,
+  NodeRecord,
+  NodeStatus,
+  RunPatch,
+  RunRecord,
+  RunStatus,
+  Store,
+  TaskPatch,
+  TaskRecord,
+  TaskResult,
+  TaskStatus,
+} from '../types.js';
+import type { Database, NodesTable, RunsTable, TasksTable } from './schema.js';
+
+export type { Database } from './schema.js';
+
+/** Cap on listRuns so a long-lived gateway cannot return an unbounded history in one call. */
+const LIST_RUNS_LIMIT = 1000;
+
+const migrationProvider: MigrationProvider = {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return sqliteMigrations;
+  },
+};
+
+function parseJson<T>(text: string): T {
+  return JSON.parse(text) as T;
+}
+
+function nodeToRow(node: NodeRecord): Selectable<NodesTable> {
+  return {
+    node_id: node.node_id,
+    name: node.name,
+    platform: node.platform,
+    status: node.status,
+    capabilities: JSON.stringify(node.capabilities),
+    tools: JSON.stringify(node.tools),
+    location_lat: node.location?.lat ?? null,
+    location_lon: node.location?.lon ?? null,
+    load: JSON.stringify(node.load),
+    public_key: node.public_key,
+    trusted: node.trusted ? 1 : 0,
+    protocol_version: node.protocol_version,
+    agent_version: node.agent_version,
+    max_concurrency: node.max_concurrency,
+    registered_at: node.registered_at,
+    last_seen: node.last_seen,
+  };
+}
+
+function rowToNode(row: Selectable<NodesTable>): NodeRecord {
+  return {
+    node_id: row.node_id,
+    name: row.name,
+    platform: row.platform,
+    status: row.status as NodeStatus,
+    capabilities: parseJson<string[]>(row.capabilities),
+    tools: parseJson<JsonValue[]>(row.tools),
+    // A half-set location is not a location; both columns are written together.
+    location: row.location_lat !== null && row.location_lon !== null ? { lat: row.location_lat, lon: row.location_lon } : null,
+    load: parseJson<NodeLoad>(row.load),
+    public_key: row.public_key,
+    trusted: row.trusted !== 0,
+    protocol_version: row.protocol_version,
+    agent_version: row.agent_version,
+    max_concurrency: row.max_concurrency,
+    registered_at: row.registered_at,
+    last_seen: row.last_seen,
+  };
+}
+
+function taskToRow(task: TaskRecord): Selectable<TasksTable> {
+  return {
+    task_id: task.task_id,
+    run_id: task.run_id,
+    step_id: task.step_id,
+    tool_name: task.tool_name,
+    tool_args: JSON.stringify(task.tool_args),
+    target: JSON.stringify(task.target),
+    timeout_ms: task.timeout_ms,
+    status: task.status,
+    attempts: JSON.stringify(task.attempts),
+    result: task.result === null ? null : JSON.stringify(task.result),
+    created_at: task.created_at,
+    updated_at: task.updated_at,
+  };
+}
+
+function rowToTask(row: Selectable<TasksTable>): TaskRecord {
+  return {
+    task_id: row.task_id,
+    run_id: row.run_id,
+    step_id: row.step_id,
+    tool_name: row.tool_name,
+    tool_args: parseJson<JsonValue>(row.tool_args),
+    target: parseJson<JsonValue>(row.target),
+    timeout_ms: row.timeout_ms,
+    status: row.status as TaskStatus,
+    attempts: parseJson<AttemptRecord[]>(row.attempts),
+    result: row.result === null ? null : parseJson<TaskResult>(row.result),
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+function runToRow(run: RunRecord): Selectable<RunsTable> {
+  return {
+    run_id: run.run_id,
+    workflow_id: run.workflow_id,
+    workflow: JSON.stringify(run.workflow),
+    input: JSON.stringify(run.input),
+    status: run.status,
+    steps: JSON.stringify(run.steps),
+    timeline: JSON.stringify(run.timeline),
+    result: run.result === null ? null : JSON.stringify(run.result),
+    created_at: run.created_at,
+    updated_at: run.updated_at,
+  };
+}
+
+function rowToRun(row: Selectable<RunsTable>): RunRecord {
+  return {
+    run_id: row.run_id,
+    workflow_id: row.workflow_id,
+    workflow: parseJson<JsonValue>(row.workflow),
+    input: parseJson<JsonValue>(row.input),
+    status: row.status as RunStatus,
+    steps: parseJson<Record<string, JsonValue>>(row.steps),
+    timeline: parseJson<JsonValue[]>(row.timeline),
+    result: row.result === null ? null : parseJson<JsonValue>(row.result),
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
+
+export class SqliteStore implements Store {
+  readonly #db: Kysely<Database>;
+  #closed = false;
+
+  constructor(database: BetterSqlite3.Database) {
+    this.#db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  }
+
+  async migrate(): Promise<void> {
+    const migrator = new Migrator({ db: this.#db, provider: migrationProvider });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error !== undefined) {
+      const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+      throw new FieldmeshError('FM_ERR_INTERNAL', `SQLite migration ${failed ?? '(unknown)'} failed`, { cause: error });
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#db.destroy();
+  }
+
+  async upsertNode(node: NodeRecord): Promise<void> {
+    const row = nodeToRow(node);
+    const { node_id: _id, ...rest } = row;
+    await this.#db
+      .insertInto('nodes')
+      .values(row)
+      .onConflict((oc) => oc.column('node_id').doUpdateSet(rest))
+      .execute();
+  }
+
+  async getNode(nodeId: string): Promise<NodeRecord | undefined> {
+    const row = await this.#db.selectFrom('nodes').selectAll().where('node_id', '=', nodeId).executeTakeFirst();
+    return row === undefined ? undefined : rowToNode(row);
+  }
+
+  async listNodes(): Promise<NodeRecord[]> {
+    const rows = await this.#db.selectFrom('nodes').selectAll().orderBy('node_id').execute();
+    return rows.map(rowToNode);
+  }
+
+  async updateNodeStatus(nodeId: string, status: NodeStatus, lastSeen: string): Promise<void> {
+    const res = await this.#db.updateTable('nodes').set({ status, last_seen: lastSeen }).where('node_id', '=', nodeId).executeTakeFirst();
+    if (res.numUpdatedRows === 0n) {
+      throw new FieldmeshError('FM_ERR_NODE_NOT_FOUND', `Node ${nodeId} not found`, { details: { node_id: nodeId } });
+    }
+  }
+
+  async insertTask(task: TaskRecord): Promise<void> {
+    await this.#db.insertInto('tasks').values(taskToRow(task)).execute();
+  }
+
+  async updateTask(taskId: string, patch: TaskPatch): Promise<void> {
+    const set: Updateable<TasksTable> = { updated_at: new Date().toISOString() };
+    if (patch.status !== undefined) set.status = patch.status;
+    if (patch.attempts !== undefined) set.attempts = JSON.stringify(patch.attempts);
+    if (patch.result !== undefined) set.result = patch.result === null ? null : JSON.stringify(patch.result);
+    const res = await this.#db.updateTable('tasks').set(set).where('task_id', '=', taskId).executeTakeFirst();
+    if (res.numUpdatedRows === 0n) {
+      throw new FieldmeshError('FM_ERR_TASK_NOT_FOUND', `Task ${taskId} not found`, { details: { task_id: taskId } });
+    }
+  }
+
+  async getTask(taskId: string): Promise<TaskRecord | undefined> {
+    const row = await this.#db.selectFrom('tasks').selectAll().where('task_id', '=', taskId).executeTakeFirst();
+    return row === undefined ? undefined : rowToTask(row);
+  }
+
+  async listUnfinishedTasks(): Promise<TaskRecord[]> {
+    const rows = await this.#db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('status', 'in', ['pending', 'running'] satisfies TaskStatus[])
+      // task_id breaks ties so recovery replays tasks in a stable order.
+      .orderBy('created_at')
+      .orderBy('task_id')
+      .execute();
+    return rows.map(rowToTask);
+  }
+
+  async insertRun(run: RunRecord): Promise<void> {
+    await this.#db.insertInto('runs').values(runToRow(run)).execute();
+  }
+
+  async updateRun(runId: string, patch: RunPatch): Promise<void> {
+    const set: Updateable<RunsTable> = { updated_at: new Date().toISOString() };
+    if (patch.status !== undefined) set.status = patch.status;
+    if (patch.steps !== undefined) set.steps = JSON.stringify(patch.steps);
+    if (patch.timeline !== undefined) set.timeline = JSON.stringify(patch.timeline);
+    if (patch.result !== undefined) set.result = patch.result === null ? null : JSON.stringify(patch.result);
+    const res = await this.#db.updateTable('runs').set(set).where('run_id', '=', runId).executeTakeFirst();
+    if (res.numUpdatedRows === 0n) {
+      throw new FieldmeshError('FM_ERR_RUN_NOT_FOUND', `Run ${runId} not found`, { details: { run_id: runId } });
+    }
+  }
+
+  async getRun(runId: string): Promise<RunRecord | undefined> {
+    const row = await this.#db.selectFrom('runs').selectAll().where('run_id', '=', runId).executeTakeFirst();
+    return row === undefined ? undefined : rowToRun(row);
+  }
+
+  async listRuns(filter: { workflow_id?: string; status?: RunStatus } = {}): Promise<RunRecord[]> {
+    let query = this.#db.selectFrom('runs').selectAll();
+    if (filter.workflow_id !== undefined) query = query.where('workflow_id', '=', filter.workflow_id);
+    if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+    const rows = await query.orderBy('created_at', 'desc').orderBy('run_id', 'desc').limit(LIST_RUNS_LIMIT).execute();
+    return rows.map(rowToRun);
+  }
+}
+
+/** Opens (creating if needed) the database file and brings its schema up to date. */
+export async function openSqliteStore(file: string): Promise<SqliteStore> {
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  const database = new BetterSqlite3(file);
+  try {
+    // WAL lets reads run during a write. Under WAL, NORMAL survives a process crash and risks only the
+    // latest commits on power loss, in exchange for far fewer fsyncs than FULL.
+    database.pragma('journal_mode = WAL');
+    database.pragma('synchronous = NORMAL');
+    database.pragma('foreign_keys = ON');
+    database.pragma('busy_timeout = 5000');
+  } catch (err) {
+    database.close();
+    throw err;
+  }
+  const store = new SqliteStore(database);
+  try {
+    await store.migrate();
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  return store;
+}

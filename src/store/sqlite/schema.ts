@@ -1,0 +1,61 @@
+// Kysely table types for the SQLite store: rows as stored, JSON fields still as TEXT.
+
+export interface NodesTable {
+  node_id: string;
+  name: string;
+  platform: string;
+  status: string;
+  /** JSON array of strings. */
+  capabilities: string;
+  /** JSON array of tool descriptors. */
+  tools: string;
+  location_lat: number | null;
+  location_lon: number | null;
+  /** JSON NodeLoad. */
+  load: string;
+  public_key: string | null;
+  /** 0 or 1: SQLite has no boolean type. */
+  trusted: number;
+  protocol_version: number;
+  agent_version: string;
+  max_concurrency: number;
+  registered_at: string;
+  last_seen: string;
+}
+
+export interface TasksTable {
+  task_id: string;
+  run_id: string | null;
+  step_id: string | null;
+  tool_name: string;
+  tool_args: string;
+  target: string;
+  timeout_ms: number;
+  status: string;
+  /** JSON array of AttemptRecord. */
+  attempts: string;
+  /** JSON TaskResult, or NULL until the task finishes. */
+  result: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface RunsTable {
+  run_id: string;
+  workflow_id: string;
+  workflow: string;
+  input: string;
+  status: string;
+  /** JSON object keyed by step_id. */
+  steps: string;
+  timeline: string;
+  result: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface Database {
+  nodes: NodesTable;
+  tasks: TasksTable;
+  runs: RunsTable;
+}

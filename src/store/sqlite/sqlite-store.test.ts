@@ -1,0 +1,315 @@
+// Tests for SqliteStore against real SQLite files in a temporary directory.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isFieldmeshError } from '../../core/errors.js';
+import type { NodeRecord, RunRecord, TaskRecord } from '../types.js';
+import { openSqliteStore, type SqliteStore } from './index.js';
+
+function node(overrides: Partial<NodeRecord> = {}): NodeRecord {
+  return {
+    node_id: 'node-a',
+    name: 'Pump house',
+    platform: 'linux-arm64',
+    status: 'ONLINE',
+    capabilities: ['gpio', 'camera'],
+    tools: [{ name: 'read_sensor', input_schema: { type: 'object' } }],
+    location: { lat: 52.52, lon: 13.405 },
+    load: { cpu: 0.25, memory: 0.5, in_flight: 2 },
+    public_key: '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n',
+    trusted: true,
+    protocol_version: 1,
+    agent_version: '0.1.0',
+    max_concurrency: 4,
+    registered_at: '2025-01-01T00:00:00.000Z',
+    last_seen: '2025-01-01T00:00:05.000Z',
+    ...overrides,
+  };
+}
+
+function task(overrides: Partial<TaskRecord> = {}): TaskRecord {
+  return {
+    task_id: 'task-1',
+    run_id: null,
+    step_id: null,
+    tool_name: 'read_sensor',
+    tool_args: { sensor: 'temp', nested: [1, 'two', null, { ok: true }] },
+    target: { node_id: 'node-a' },
+    timeout_ms: 30_000,
+    status: 'pending',
+    attempts: [],
+    result: null,
+    created_at: '2025-01-01T00:00:00.000Z',
+    updated_at: '2025-01-01T00:00:00.000Z',
+    ...overrides,
+  };
+}
+
+function run(overrides: Partial<RunRecord> = {}): RunRecord {
+  return {
+    run_id: 'run-1',
+    workflow_id: 'wf-irrigate',
+    workflow: { id: 'wf-irrigate', steps: [{ id: 's1', tool: 'read_sensor' }] },
+    input: { field: 7 },
+    status: 'running',
+    steps: { s1: { status: 'pending' } },
+    timeline: [{ at: '2025-01-01T00:00:00.000Z', event: 'started' }],
+    result: null,
+    created_at: '2025-01-01T00:00:00.000Z',
+    updated_at: '2025-01-01T00:00:00.000Z',
+    ...overrides,
+  };
+}
+
+async function expectCode(promise: Promise<unknown>, code: string): Promise<void> {
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isFieldmeshError(err)).toBe(true);
+  expect((err as { code: string }).code).toBe(code);
+}
+
+describe('SqliteStore', () => {
+  let dir: string;
+  let file: string;
+  let store: SqliteStore;
+
+  beforeEach(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fm-store-'));
+    file = path.join(dir, 'nested', 'gateway.db');
+    store = await openSqliteStore(file);
+  });
+
+  afterEach(async () => {
+    await store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('store - creates the parent directory and the file', () => {
+    expect(fs.existsSync(file)).toBe(true);
+  });
+
+  it('store - node round-trips with JSON fields', async () => {
+    const n = node();
+    await store.upsertNode(n);
+    expect(await store.getNode('node-a')).toEqual(n);
+    expect(await store.getNode('missing')).toBeUndefined();
+  });
+
+  it('store - node round-trips with a null location and no key', async () => {
+    const n = node({ location: null, public_key: null, trusted: false, tools: [], capabilities: [] });
+    await store.upsertNode(n);
+    expect(await store.getNode('node-a')).toEqual(n);
+  });
+
+  it('store - upsertNode replaces an existing node', async () => {
+    await store.upsertNode(node());
+    const replaced = node({ name: 'Renamed', status: 'DEGRADED', capabilities: ['gpio'], location: null, trusted: false });
+    await store.upsertNode(replaced);
+    expect(await store.getNode('node-a')).toEqual(replaced);
+    expect(await store.listNodes()).toHaveLength(1);
+  });
+
+  it('store - listNodes orders by node_id', async () => {
+    await store.upsertNode(node({ node_id: 'node-c' }));
+    await store.upsertNode(node({ node_id: 'node-a' }));
+    await store.upsertNode(node({ node_id: 'node-b' }));
+    expect((await store.listNodes()).map((n) => n.node_id)).toEqual(['node-a', 'node-b', 'node-c']);
+  });
+
+  it('store - updateNodeStatus sets status and last_seen only', async () => {
+    await store.upsertNode(node());
+    await store.updateNodeStatus('node-a', 'OFFLINE', '2025-01-02T00:00:00.000Z');
+    expect(await store.getNode('node-a')).toEqual(node({ status: 'OFFLINE', last_seen: '2025-01-02T00:00:00.000Z' }));
+  });
+
+  it('store - updateNodeStatus on an unknown node throws FM_ERR_NODE_NOT_FOUND', async () => {
+    await expectCode(store.updateNodeStatus('ghost', 'ONLINE', '2025-01-02T00:00:00.000Z'), 'FM_ERR_NODE_NOT_FOUND');
+  });
+
+  it('store - task round-trips with attempts and result', async () => {
+    const t = task({
+      run_id: 'run-1',
+      step_id: 's1',
+      status: 'succeeded',
+      attempts: [
+        {
+          attempt: 1,
+          node_id: 'node-a',
+          started_at: '2025-01-01T00:00:01.000Z',
+          finished_at: '2025-01-01T00:00:02.000Z',
+          outcome: 'failed',
+          error: { code: 'FM_ERR_TOOL_TIMEOUT', message: 'slow', retryable: true },
+          duration_ms: 1000,
+          verified: null,
+          result_hash: null,
+        },
+        {
+          attempt: 2,
+          node_id: 'node-b',
+          started_at: '2025-01-01T00:00:02.000Z',
+          finished_at: '2025-01-01T00:00:03.000Z',
+          outcome: 'success',
+          error: null,
+          duration_ms: 900,
+          verified: true,
+          result_hash: 'abc',
+        },
+      ],
+      result: {
+        ok: true,
+        task_id: 'task-1',
+        node_id: 'node-b',
+        output: { celsius: 21.5 },
+        execution_path: ['node-a', 'node-b'],
+        verified: true,
+        degraded: false,
+        duration_ms: 900,
+        result_hash: 'abc',
+      },
+    });
+    await store.insertTask(t);
+    expect(await store.getTask('task-1')).toEqual(t);
+    expect(await store.getTask('missing')).toBeUndefined();
+  });
+
+  it('store - updateTask applies only the given fields and bumps updated_at', async () => {
+    await store.insertTask(task());
+    await store.updateTask('task-1', { status: 'running' });
+    const afterStatus = await store.getTask('task-1');
+    expect(afterStatus?.status).toBe('running');
+    expect(afterStatus?.attempts).toEqual([]);
+    expect(afterStatus?.result).toBeNull();
+    expect(afterStatus?.updated_at).not.toBe('2025-01-01T00:00:00.000Z');
+    expect(afterStatus?.created_at).toBe('2025-01-01T00:00:00.000Z');
+
+    const result = {
+      ok: false,
+      task_id: 'task-1',
+      node_id: null,
+      output: null,
+      execution_path: [],
+      verified: false,
+      degraded: true,
+      duration_ms: 5,
+      result_hash: null,
+      error: { code: 'FM_ERR_EXECUTION', message: 'boom' },
+    };
+    await store.updateTask('task-1', { result });
+    const afterResult = await store.getTask('task-1');
+    expect(afterResult?.status).toBe('running');
+    expect(afterResult?.result).toEqual(result);
+
+    await store.updateTask('task-1', { result: null });
+    expect((await store.getTask('task-1'))?.result).toBeNull();
+  });
+
+  it('store - updateTask on an unknown task throws FM_ERR_TASK_NOT_FOUND', async () => {
+    await expectCode(store.updateTask('ghost', { status: 'failed' }), 'FM_ERR_TASK_NOT_FOUND');
+  });
+
+  it('store - listUnfinishedTasks returns pending and running tasks oldest first', async () => {
+    await store.insertTask(task({ task_id: 't-late', status: 'pending', created_at: '2025-01-01T00:00:03.000Z' }));
+    await store.insertTask(task({ task_id: 't-done', status: 'succeeded', created_at: '2025-01-01T00:00:00.000Z' }));
+    await store.insertTask(task({ task_id: 't-early', status: 'running', created_at: '2025-01-01T00:00:01.000Z' }));
+    await store.insertTask(task({ task_id: 't-failed', status: 'failed', created_at: '2025-01-01T00:00:02.000Z' }));
+    await store.insertTask(task({ task_id: 't-cancel', status: 'cancelled', created_at: '2025-01-01T00:00:02.000Z' }));
+    expect((await store.listUnfinishedTasks()).map((t) => t.task_id)).toEqual(['t-early', 't-late']);
+
+    await store.updateTask('t-early', { status: 'succeeded' });
+    expect((await store.listUnfinishedTasks()).map((t) => t.task_id)).toEqual(['t-late']);
+  });
+
+  it('store - run round-trips with JSON fields', async () => {
+    const r = run();
+    await store.insertRun(r);
+    expect(await store.getRun('run-1')).toEqual(r);
+    expect(await store.getRun('missing')).toBeUndefined();
+
+    const finished = run({ run_id: 'run-2', status: 'succeeded', result: { total: [1, 2, 3] } });
+    await store.insertRun(finished);
+    expect(await store.getRun('run-2')).toEqual(finished);
+  });
+
+  it('store - updateRun applies only the given fields', async () => {
+    await store.insertRun(run());
+    await store.updateRun('run-1', { steps: { s1: { status: 'succeeded' } }, timeline: [{ event: 'done' }] });
+    const updated = await store.getRun('run-1');
+    expect(updated?.status).toBe('running');
+    expect(updated?.steps).toEqual({ s1: { status: 'succeeded' } });
+    expect(updated?.timeline).toEqual([{ event: 'done' }]);
+    expect(updated?.input).toEqual({ field: 7 });
+    expect(updated?.updated_at).not.toBe('2025-01-01T00:00:00.000Z');
+
+    await store.updateRun('run-1', { status: 'failed', result: { reason: 'step s1' } });
+    const failed = await store.getRun('run-1');
+    expect(failed?.status).toBe('failed');
+    expect(failed?.result).toEqual({ reason: 'step s1' });
+  });
+
+  it('store - updateRun on an unknown run throws FM_ERR_RUN_NOT_FOUND', async () => {
+    await expectCode(store.updateRun('ghost', { status: 'cancelled' }), 'FM_ERR_RUN_NOT_FOUND');
+  });
+
+  it('store - listRuns filters by workflow and status, newest first', async () => {
+    await store.insertRun(run({ run_id: 'r1', workflow_id: 'wf-a', status: 'succeeded', created_at: '2025-01-01T00:00:01.000Z' }));
+    await store.insertRun(run({ run_id: 'r2', workflow_id: 'wf-a', status: 'running', created_at: '2025-01-01T00:00:02.000Z' }));
+    await store.insertRun(run({ run_id: 'r3', workflow_id: 'wf-b', status: 'running', created_at: '2025-01-01T00:00:03.000Z' }));
+
+    const ids = (runs: RunRecord[]) => runs.map((r) => r.run_id);
+    expect(ids(await store.listRuns())).toEqual(['r3', 'r2', 'r1']);
+    expect(ids(await store.listRuns({}))).toEqual(['r3', 'r2', 'r1']);
+    expect(ids(await store.listRuns({ workflow_id: 'wf-a' }))).toEqual(['r2', 'r1']);
+    expect(ids(await store.listRuns({ status: 'running' }))).toEqual(['r3', 'r2']);
+    expect(ids(await store.listRuns({ workflow_id: 'wf-a', status: 'running' }))).toEqual(['r2']);
+    expect(await store.listRuns({ workflow_id: 'wf-none' })).toEqual([]);
+  });
+
+  it('store - the database file is in WAL mode', () => {
+    const probe = new BetterSqlite3(file, { readonly: true });
+    try {
+      expect(probe.pragma('journal_mode', { simple: true })).toBe('wal');
+    } finally {
+      probe.close();
+    }
+  });
+
+  it('store - data survives closing and reopening', async () => {
+    await store.upsertNode(node());
+    await store.insertTask(task());
+    await store.insertRun(run());
+    await store.close();
+
+    store = await openSqliteStore(file);
+    expect(await store.getNode('node-a')).toEqual(node());
+    expect(await store.getTask('task-1')).toEqual(task());
+    expect(await store.getRun('run-1')).toEqual(run());
+  });
+
+  it('store - migrations are idempotent across reopen and repeated migrate', async () => {
+    await store.insertTask(task());
+    await store.migrate();
+    await store.close();
+
+    store = await openSqliteStore(file);
+    await store.migrate();
+    await store.migrate();
+    expect(await store.getTask('task-1')).toEqual(task());
+
+    const probe = new BetterSqlite3(file, { readonly: true });
+    try {
+      const applied = probe.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
+      expect(applied.map((m) => m.name)).toEqual(['0001_initial']);
+    } finally {
+      probe.close();
+    }
+  });
+
+  it('store - close is harmless when called twice', async () => {
+    await store.close();
+    await expect(store.close()).resolves.toBeUndefined();
+  });
+});

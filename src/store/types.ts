@@ -1,0 +1,159 @@
+/**
+ * The gateway's durable state behind one interface. SQLite is the embedded
+ * implementation; PostgreSQL implements the same interface for clusters. No
+ * module above this one writes SQL.
+ */
+import type { ErrorBody } from '../core/errors.js';
+import type { JsonValue } from '../protocol/json.js';
+
+export const NodeStatus = {
+  Online: 'ONLINE',
+  Degraded: 'DEGRADED',
+  Offline: 'OFFLINE',
+  Syncing: 'SYNCING',
+} as const;
+export type NodeStatus = (typeof NodeStatus)[keyof typeof NodeStatus];
+
+export interface Location {
+  lat: number;
+  lon: number;
+}
+
+export interface NodeLoad {
+  /** 0..1, one-minute load average divided by CPU count. */
+  cpu: number;
+  /** 0..1, share of memory in use. */
+  memory: number;
+  in_flight: number;
+}
+
+export interface NodeRecord {
+  node_id: string;
+  name: string;
+  platform: string;
+  status: NodeStatus;
+  capabilities: string[];
+  /** Tool descriptors as the node advertised them in REGISTER. */
+  tools: JsonValue[];
+  location: Location | null;
+  load: NodeLoad;
+  /** Ed25519 public key (SPKI PEM) the node signs results with. */
+  public_key: string | null;
+  trusted: boolean;
+  protocol_version: number;
+  agent_version: string;
+  max_concurrency: number;
+  registered_at: string;
+  last_seen: string;
+}
+
+export const TaskStatus = {
+  Pending: 'pending',
+  Running: 'running',
+  Succeeded: 'succeeded',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+} as const;
+export type TaskStatus = (typeof TaskStatus)[keyof typeof TaskStatus];
+
+export interface AttemptRecord {
+  attempt: number;
+  node_id: string;
+  started_at: string;
+  finished_at: string | null;
+  outcome: 'running' | 'success' | 'failed';
+  error: ErrorBody | null;
+  duration_ms: number | null;
+  verified: boolean | null;
+  result_hash: string | null;
+}
+
+/** What a finished task produced, as the API returns it. */
+export interface TaskResult {
+  ok: boolean;
+  task_id: string;
+  node_id: string | null;
+  output: JsonValue | null;
+  execution_path: string[];
+  verified: boolean;
+  degraded: boolean;
+  duration_ms: number;
+  result_hash: string | null;
+  /** Why `verified` is false when a result arrived but did not check. */
+  verification_error?: string;
+  error?: ErrorBody;
+}
+
+export interface TaskRecord {
+  task_id: string;
+  /** The run this task belongs to, when it is a workflow step. */
+  run_id: string | null;
+  step_id: string | null;
+  tool_name: string;
+  tool_args: JsonValue;
+  target: JsonValue;
+  timeout_ms: number;
+  status: TaskStatus;
+  attempts: AttemptRecord[];
+  result: TaskResult | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export const RunStatus = {
+  Running: 'running',
+  Succeeded: 'succeeded',
+  Failed: 'failed',
+  Cancelled: 'cancelled',
+} as const;
+export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
+
+export interface RunRecord {
+  run_id: string;
+  workflow_id: string;
+  workflow: JsonValue;
+  input: JsonValue;
+  status: RunStatus;
+  /** Per-step state, keyed by step_id. */
+  steps: Record<string, JsonValue>;
+  timeline: JsonValue[];
+  result: JsonValue | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TaskPatch {
+  status?: TaskStatus;
+  attempts?: AttemptRecord[];
+  result?: TaskResult | null;
+}
+
+export interface RunPatch {
+  status?: RunStatus;
+  steps?: Record<string, JsonValue>;
+  timeline?: JsonValue[];
+  result?: JsonValue | null;
+}
+
+export interface Store {
+  /** Applies pending migrations; safe to call on every start. */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  upsertNode(node: NodeRecord): Promise<void>;
+  getNode(nodeId: string): Promise<NodeRecord | undefined>;
+  listNodes(): Promise<NodeRecord[]>;
+  updateNodeStatus(nodeId: string, status: NodeStatus, lastSeen: string): Promise<void>;
+
+  insertTask(task: TaskRecord): Promise<void>;
+  /** Applies a patch and bumps `updated_at`; throws FM_ERR_TASK_NOT_FOUND for an unknown id. */
+  updateTask(taskId: string, patch: TaskPatch): Promise<void>;
+  getTask(taskId: string): Promise<TaskRecord | undefined>;
+  /** Tasks not yet finished (pending or running), oldest first. */
+  listUnfinishedTasks(): Promise<TaskRecord[]>;
+
+  insertRun(run: RunRecord): Promise<void>;
+  updateRun(runId: string, patch: RunPatch): Promise<void>;
+  getRun(runId: string): Promise<RunRecord | undefined>;
+  listRuns(filter?: { workflow_id?: string; status?: RunStatus }): Promise<RunRecord[]>;
+}
