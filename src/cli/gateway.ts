@@ -18,6 +18,7 @@ export function gatewayCommand(program: Command): void {
     .option('--max-body-bytes <n>', 'largest HTTP body accepted', intOption)
     .option('--default-timeout-ms <ms>', 'time limit of calls that name none', intOption)
     .option('--max-attempts <n>', 'attempts across nodes for local and capability targets', intOption)
+    .option('--placement-timeout-ms <ms>', 'how long a task waits for an eligible node to come online', intOption)
     .option('--log-level <level>', 'debug | info | warn | error | silent', process.env.FIELDMESH_LOG_LEVEL ?? 'info')
     .action(async (o) => {
       const gateway = await Gateway.start({
@@ -31,6 +32,7 @@ export function gatewayCommand(program: Command): void {
         maxBodyBytes: o.maxBodyBytes,
         defaultTimeoutMs: o.defaultTimeoutMs,
         maxAttempts: o.maxAttempts,
+        placementTimeoutMs: o.placementTimeoutMs,
         logger: createLogger(o.logLevel as LogLevel),
       });
       const stop = () => {

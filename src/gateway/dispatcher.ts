@@ -1,8 +1,10 @@
 /**
- * Dispatcher (the original DistributedCoordinator's task routing): persists a
- * task, sends it to the best candidate as a TASK frame, waits for its signed
- * TASK_RESULT, and fails over to the next candidate when an attempt is lost,
- * times out or fails with a retryable error. Attempt numbers fence late results.
+ * Dispatcher (the original DistributedCoordinator and TaskMigrator): persists
+ * a task, sends it to the best candidate as a TASK frame, waits for its signed
+ * TASK_RESULT, and on failure retries with backoff, fails over to the next
+ * candidate, migrates the task when its node is lost, or holds it in the
+ * offline queue until its node is back. Attempt numbers fence late results, and
+ * every attempt is kept in the task's record.
  */
 import { Ajv, type ValidateFunction } from 'ajv';
 import { type ErrorBody, ErrorCodes, FieldmeshError, isErrorCode, toErrorBody } from '../core/errors.js';
@@ -12,16 +14,23 @@ import { encodeFrame } from '../protocol/codec.js';
 import type { ErrorFrame, TaskAckFrame, TaskResultFrame } from '../protocol/frames.js';
 import type { JsonValue } from '../protocol/json.js';
 import { resultHash, verifyResult } from '../protocol/signing.js';
-import type { Target } from '../protocol/target.js';
-import { type AttemptRecord, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
+import { backoffBefore, type OfflineBehavior, type RetryPolicy, type Target } from '../protocol/target.js';
+import { type AttemptRecord, NodeStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
 import type { NodeEntry, Registry } from './registry.js';
-import type { Scheduler } from './scheduler.js';
+import { isDispatchable, type Scheduler } from './scheduler.js';
+import { resolveTemplates, type TemplateContext } from './templates.js';
 
 export interface TaskRequest {
   tool_name: string;
-  tool_args?: Record<string, unknown> | undefined;
+  /** An object, or (with for_each) a template string such as "{{item}}". */
+  tool_args?: Record<string, unknown> | string | undefined;
   target?: Target | undefined;
   timeout_ms?: number | undefined;
+  retry?: RetryPolicy | undefined;
+  offline_behavior?: OfflineBehavior | undefined;
+  /** Items of a load-balanced fan-out, or a template yielding them. */
+  for_each?: unknown[] | string | undefined;
+  idempotency_key?: string | undefined;
   run_id?: string | undefined;
   step_id?: string | undefined;
 }
@@ -30,6 +39,8 @@ export interface DispatcherOptions {
   defaultTimeoutMs: number;
   maxAttempts: number;
   resultGraceMs: number;
+  /** How long a task waits for an eligible node to come (back) online before it fails. */
+  placementTimeoutMs: number;
   logger: Logger;
 }
 
@@ -55,7 +66,22 @@ interface PendingAttempt {
 interface ActiveTask {
   cancelled: boolean;
   current: PendingAttempt | null;
+  /** Wakes a task sleeping in a backoff or waiting for a node. */
+  wake: (() => void) | null;
 }
+
+/** Extra fields a fan-out parent keeps in its options. */
+interface FanOutOptions {
+  items?: JsonValue[];
+  parent_task_id?: string;
+}
+
+type StoredOptions = NonNullable<TaskRecord['options']> & FanOutOptions;
+
+/** Losing a node is not the task's fault: it moves the task without using up its retries. */
+const MIGRATION_CODES = new Set(['FM_ERR_CONNECTION_LOST', 'FM_ERR_NODE_OFFLINE', 'FM_ERR_UNAVAILABLE', 'FM_ERR_SHUTTING_DOWN']);
+/** A task that keeps losing its node gives up after this many moves. */
+const MAX_MIGRATIONS = 20;
 
 const key = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
 
@@ -68,6 +94,8 @@ function isRetryable(error: ErrorBody): boolean {
   return isErrorCode(error.code) ? ErrorCodes[error.code].retryable : false;
 }
 
+const finished = (s: TaskStatus) => s === TaskStatus.Succeeded || s === TaskStatus.Failed || s === TaskStatus.Cancelled;
+
 export class Dispatcher {
   readonly #store: Store;
   readonly #registry: Registry;
@@ -76,6 +104,7 @@ export class Dispatcher {
   readonly #pending = new Map<string, PendingAttempt>();
   readonly #active = new Map<string, ActiveTask>();
   readonly #waiters = new Map<string, Set<(task: TaskRecord) => void>>();
+  readonly #queuedListeners = new Map<string, () => void>();
   readonly #ajv = new Ajv({ allErrors: false, strict: false });
   readonly #validators = new Map<string, ValidateFunction>();
   #stopping = false;
@@ -87,27 +116,64 @@ export class Dispatcher {
     this.#registry = registry;
     this.#scheduler = scheduler;
     this.#opts = opts;
+    // A node coming (back) online may be what a waiting task needs.
+    registry.on('status', (entry) => {
+      if (entry.record.status === NodeStatus.Online) for (const a of this.#active.values()) a.wake?.();
+    });
   }
 
   /**
    * Checks a request against the mesh as it is now and writes the task to the
    * store. Errors a user can fix (unknown tool or node, bad arguments, no
-   * capable node) are thrown before anything is stored.
+   * capable node) are thrown before anything is stored. A repeated
+   * idempotency key returns the task it first created.
    */
-  async submit(req: TaskRequest): Promise<TaskRecord> {
+  async submit(req: TaskRequest, ctx: TemplateContext = {}): Promise<{ task: TaskRecord; existing: boolean }> {
     if (this.#stopping) throw new FieldmeshError('FM_ERR_SHUTTING_DOWN', 'Gateway is shutting down');
+    if (req.idempotency_key) {
+      const existing = await this.#store.getTaskByIdempotencyKey(req.idempotency_key);
+      if (existing) return { task: existing, existing: true };
+    }
     const target: Target = req.target ?? { kind: 'local' };
-    const args = req.tool_args ?? {};
-    const [first] = this.#scheduler.candidates(req.tool_name, target);
-    const descriptor = first?.tools.get(req.tool_name);
-    if (descriptor) this.#checkArgs(req.tool_name, descriptor.input_schema, args);
+    const options: StoredOptions = {};
+    if (req.retry) options.retry = req.retry;
+    if (req.offline_behavior) options.offline_behavior = req.offline_behavior;
+    let args: JsonValue;
+    if (req.for_each !== undefined || target.kind === 'load_balanced') {
+      const items = req.for_each === undefined ? undefined : resolveTemplates(req.for_each, ctx);
+      if (!Array.isArray(items)) {
+        throw new FieldmeshError(
+          'FM_ERR_INVALID_REQUEST',
+          'for_each must be (or yield) an array of items; a load_balanced target needs one',
+          {
+            details: { for_each: req.for_each ?? null },
+          },
+        );
+      }
+      options.items = items as JsonValue[];
+      args = (req.tool_args ?? {}) as JsonValue;
+      this.#checkFanOut(req.tool_name, target, items.length);
+      // Check the first item's arguments now, so a bad template fails before anything runs.
+      if (items.length > 0) this.#validateArgs(req.tool_name, target, resolveTemplates(args, { ...ctx, item: items[0], item_index: 0 }));
+    } else {
+      const resolved = resolveTemplates(req.tool_args ?? {}, ctx);
+      if (typeof resolved !== 'object' || resolved === null || Array.isArray(resolved)) {
+        throw new FieldmeshError(
+          'FM_ERR_INVALID_ARGS',
+          `tool_args must be an object, got ${Array.isArray(resolved) ? 'an array' : typeof resolved}`,
+        );
+      }
+      args = resolved as JsonValue;
+      this.#place(req.tool_name, target, req.offline_behavior);
+      this.#validateArgs(req.tool_name, target, args);
+    }
     const now = new Date().toISOString();
     const task: TaskRecord = {
       task_id: newId('task'),
       run_id: req.run_id ?? null,
       step_id: req.step_id ?? null,
       tool_name: req.tool_name,
-      tool_args: args as JsonValue,
+      tool_args: args,
       target: target as JsonValue,
       timeout_ms: req.timeout_ms ?? this.#opts.defaultTimeoutMs,
       status: TaskStatus.Pending,
@@ -115,92 +181,47 @@ export class Dispatcher {
       result: null,
       created_at: now,
       updated_at: now,
+      idempotency_key: req.idempotency_key ?? null,
+      options,
+      expires_at: null,
     };
-    await this.#store.insertTask(task);
-    return task;
+    try {
+      await this.#store.insertTask(task);
+    } catch (err) {
+      // Two submissions with one key raced: the first one stored wins.
+      const existing = req.idempotency_key ? await this.#store.getTaskByIdempotencyKey(req.idempotency_key) : undefined;
+      if (existing) return { task: existing, existing: true };
+      throw err;
+    }
+    return { task, existing: false };
   }
 
-  /** Runs a stored task to its end: attempts, failover, persistence. Never throws. */
+  /** Runs a stored task to its end (or resumes one an earlier process left unfinished). Never throws. */
   async execute(task: TaskRecord): Promise<TaskResult> {
-    const active: ActiveTask = { cancelled: false, current: null };
+    const known = this.#active.get(task.task_id);
+    if (known) return this.#resultOf(await this.#finishedTask(task.task_id));
+    const active: ActiveTask = { cancelled: false, current: null, wake: null };
     this.#active.set(task.task_id, active);
     const started = Date.now();
-    const target = task.target as Target;
-    const maxAttempts = target.kind === 'explicit' ? 1 : this.#opts.maxAttempts;
-    const tried = new Set<string>();
-    const attempts: AttemptRecord[] = [];
-    let verifiedAll = true;
-    let final: AttemptOutcome | undefined;
-    let finalNode: string | null = null;
+    let result: TaskResult;
+    let attempts: AttemptRecord[];
     try {
-      for (let n = 1; n <= maxAttempts && !active.cancelled; n++) {
-        let entry: NodeEntry | undefined;
-        try {
-          entry = this.#scheduler.candidates(task.tool_name, target, tried)[0];
-        } catch (err) {
-          final = failure(toErrorBody(err));
-          break;
-        }
-        if (!entry) break;
-        tried.add(entry.record.node_id);
-        this.#scheduler.picked(entry);
-        const record: AttemptRecord = {
-          attempt: n,
-          node_id: entry.record.node_id,
-          started_at: new Date().toISOString(),
-          finished_at: null,
-          outcome: 'running',
-          error: null,
-          duration_ms: null,
-          verified: null,
-          result_hash: null,
-        };
-        attempts.push(record);
-        await this.#store.updateTask(task.task_id, { status: TaskStatus.Running, attempts });
-        const outcome = await this.#attempt(task, n, entry, active);
-        record.finished_at = new Date().toISOString();
-        record.outcome = outcome.ok ? 'success' : 'failed';
-        record.error = outcome.error ?? null;
-        record.duration_ms = outcome.duration_ms ?? Date.now() - Date.parse(record.started_at);
-        record.verified = outcome.result_hash ? outcome.verified : null;
-        record.result_hash = outcome.result_hash;
-        if (outcome.result_hash && !outcome.verified) verifiedAll = false;
-        final = outcome;
-        finalNode = entry.record.node_id;
-        if (outcome.ok || active.cancelled || !isRetryable(outcome.error ?? { code: 'FM_ERR_INTERNAL', message: '' })) break;
-        this.#opts.logger.warn('attempt failed, failing over', {
-          task_id: task.task_id,
-          attempt: n,
-          node_id: entry.record.node_id,
-          code: outcome.error?.code,
-        });
-      }
+      const items = (task.options as StoredOptions | undefined)?.items;
+      ({ result, attempts } = items ? await this.#fanOut(task, items, active) : await this.#run(task, active));
     } catch (err) {
-      final = failure(toErrorBody(err));
+      attempts = task.attempts;
+      result = this.#failedResult(task, attempts, toErrorBody(err), started);
     }
-    if (active.cancelled) final = failure({ code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false });
-    if (!final) final = failure({ code: 'FM_ERR_NO_CAPABLE_NODE', message: 'No node was available to run the task', retryable: false });
-    const ok = final.ok;
-    const result: TaskResult = {
-      ok,
-      task_id: task.task_id,
-      node_id: ok ? finalNode : (finalNode ?? null),
-      output: ok ? (final.output ?? null) : null,
-      execution_path:
-        attempts.length === 1 && ok
-          ? [attempts[0]!.node_id]
-          : attempts.map((a) => `${a.node_id} (${a.outcome === 'success' ? 'success' : 'failed'})`),
-      verified: ok && final.verified && verifiedAll,
-      degraded: attempts.length > 1,
-      duration_ms: Date.now() - started,
-      result_hash: ok ? final.result_hash : null,
-    };
-    if (!ok && final.error) result.error = final.error;
-    if (final.verify_error) result.verification_error = final.verify_error;
-    const status = active.cancelled ? TaskStatus.Cancelled : ok ? TaskStatus.Succeeded : TaskStatus.Failed;
+    if (active.cancelled && !result.ok) {
+      result = { ...result, error: { code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false } };
+    }
+    const status = result.ok ? TaskStatus.Succeeded : active.cancelled ? TaskStatus.Cancelled : TaskStatus.Failed;
     this.#active.delete(task.task_id);
+    this.#queuedListeners.delete(task.task_id);
     try {
-      await this.#store.updateTask(task.task_id, { status, attempts, result });
+      // A gateway going down leaves its unfinished tasks unfinished in the store, for the next process to resume.
+      if (this.#stopping && !result.ok && !active.cancelled) await this.#store.updateTask(task.task_id, { attempts });
+      else await this.#store.updateTask(task.task_id, { status, attempts, result });
     } catch (err) {
       this.#opts.logger.error('could not persist task result', { task_id: task.task_id, error: String(err) });
     }
@@ -211,16 +232,33 @@ export class Dispatcher {
     return result;
   }
 
+  /** Calls `listener` once if the task enters the offline queue. */
+  onQueued(taskId: string, listener: () => void): void {
+    this.#queuedListeners.set(taskId, listener);
+  }
+
+  /**
+   * Resumes every task an earlier gateway process left unfinished: an attempt
+   * that was in flight becomes a failed attempt, and the task goes on with the
+   * next one once an eligible node is connected.
+   */
+  async resumeUnfinished(): Promise<number> {
+    let n = 0;
+    for (const task of await this.#store.listUnfinishedTasks()) {
+      // A fan-out child is resumed by its parent.
+      if ((task.options as StoredOptions | undefined)?.parent_task_id) continue;
+      n += 1;
+      void this.execute(task);
+    }
+    return n;
+  }
+
   /** Resolves with the task once finished, or with its current record after `ms`. */
   async waitFor(taskId: string, ms: number): Promise<TaskRecord | undefined> {
     const task = await this.#store.getTask(taskId);
     if (!task || ms <= 0 || !this.#active.has(taskId)) return task;
     return new Promise((resolve) => {
-      let set = this.#waiters.get(taskId);
-      if (!set) {
-        set = new Set();
-        this.#waiters.set(taskId, set);
-      }
+      const set = this.#waitersOf(taskId);
       const waiter = (t: TaskRecord) => {
         clearTimeout(timer);
         resolve(t);
@@ -236,7 +274,7 @@ export class Dispatcher {
   async cancel(taskId: string): Promise<TaskRecord> {
     const task = await this.#store.getTask(taskId);
     if (!task) throw new FieldmeshError('FM_ERR_TASK_NOT_FOUND', `Task "${taskId}" does not exist`, { details: { task_id: taskId } });
-    if (task.status === TaskStatus.Succeeded || task.status === TaskStatus.Failed || task.status === TaskStatus.Cancelled) {
+    if (finished(task.status)) {
       throw new FieldmeshError('FM_ERR_TASK_FINISHED', `Task "${taskId}" has already finished (${task.status})`, {
         details: { task_id: taskId, status: task.status },
       });
@@ -246,21 +284,11 @@ export class Dispatcher {
       await this.#store.updateTask(taskId, { status: TaskStatus.Cancelled });
       return { ...task, status: TaskStatus.Cancelled };
     }
-    const finished = new Promise<TaskRecord>((resolve) => {
-      let set = this.#waiters.get(taskId);
-      if (!set) {
-        set = new Set();
-        this.#waiters.set(taskId, set);
-      }
-      set.add(resolve);
-    });
-    active.cancelled = true;
-    const current = active.current;
-    if (current) {
-      this.#send(current.nodeId, encodeFrame('CANCEL', { task_id: taskId, attempt: current.attempt, reason: 'cancelled by user' }));
-      current.settle(failure({ code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false }));
-    }
-    return finished;
+    const done = new Promise<TaskRecord>((resolve) => this.#waitersOf(taskId).add(resolve));
+    this.#cancelActive(taskId, active);
+    // A fan-out parent cancels its children too.
+    for (const [id, child] of this.#active) if (id.startsWith(`${taskId}.`)) this.#cancelActive(id, child);
+    return done;
   }
 
   onAck(_entry: NodeEntry, frame: TaskAckFrame): void {
@@ -280,25 +308,19 @@ export class Dispatcher {
       return;
     }
     const body = frame.ok ? (frame.output ?? null) : (frame.error ?? null);
-    let verified = true;
     let verify_error: string | undefined;
-    if (resultHash(body) !== frame.result_hash) {
-      verified = false;
-      verify_error = 'result_hash does not match the result';
-    } else if (!entry.record.public_key) {
-      verified = false;
-      verify_error = 'node has no signing key on record';
-    } else if (
+    if (resultHash(body) !== frame.result_hash) verify_error = 'result_hash does not match the result';
+    else if (!entry.record.public_key) verify_error = 'node has no signing key on record';
+    else if (
       !verifyResult(entry.record.public_key, frame.task_id, frame.attempt, frame.result_hash, frame.timestamp, frame.node_signature)
     ) {
-      verified = false;
       verify_error = 'node_signature does not verify with the node key';
     }
-    if (!verified)
+    if (verify_error)
       this.#opts.logger.warn('result failed verification', { task_id: frame.task_id, node_id: entry.record.node_id, reason: verify_error });
     const outcome: AttemptOutcome = {
       ok: frame.ok,
-      verified,
+      verified: !verify_error,
       result_hash: frame.result_hash,
       duration_ms: frame.duration_ms,
     };
@@ -311,7 +333,7 @@ export class Dispatcher {
   /** An ERROR frame from a node that names a task fails that task's current attempt on the node. */
   onNodeError(entry: NodeEntry, frame: ErrorFrame): void {
     if (!frame.task_id) return;
-    for (const p of this.#pending.values()) {
+    for (const p of [...this.#pending.values()]) {
       if (p.taskId === frame.task_id && p.nodeId === entry.record.node_id) {
         p.settle(
           failure({
@@ -324,19 +346,352 @@ export class Dispatcher {
     }
   }
 
-  /** Fails every attempt in flight on a node whose connection is gone. */
+  /** Fails every attempt in flight on a node whose connection is gone; their tasks migrate. */
   failNode(nodeId: string, error: ErrorBody): void {
     for (const p of [...this.#pending.values()]) if (p.nodeId === nodeId) p.settle(failure(error));
   }
 
-  /** Stops accepting work and fails what is in flight, so callers get an answer. */
+  /** Stops taking work. Tasks in flight stay unfinished in the store, and the next gateway process resumes them. */
   stop(): void {
     this.#stopping = true;
     for (const p of [...this.#pending.values()]) p.settle(failure({ code: 'FM_ERR_SHUTTING_DOWN', message: 'Gateway is shutting down' }));
+    for (const a of this.#active.values()) a.wake?.();
   }
 
   get inFlight(): number {
     return this.#pending.size;
+  }
+
+  /** One task on one node at a time: attempts, retries with backoff, failover, migration, the offline queue. */
+  async #run(task: TaskRecord, active: ActiveTask): Promise<{ result: TaskResult; attempts: AttemptRecord[] }> {
+    const started = Date.now();
+    const target = task.target as Target;
+    const options = (task.options ?? {}) as StoredOptions;
+    const retry = options.retry;
+    const explicit = target.kind === 'explicit';
+    const maxAttempts =
+      retry?.max_attempts ?? (explicit ? 1 : target.kind === 'failover_chain' ? target.nodes.length : this.#opts.maxAttempts);
+    const failover = retry?.failover ?? !explicit;
+    const attempts: AttemptRecord[] = task.attempts.map((a) =>
+      a.outcome === 'running'
+        ? {
+            ...a,
+            outcome: 'failed' as const,
+            finished_at: new Date().toISOString(),
+            error: { code: 'FM_ERR_UNAVAILABLE', message: 'The gateway restarted while this attempt ran', retryable: true },
+          }
+        : a,
+    );
+    let counted = attempts.filter((a) => !MIGRATION_CODES.has(a.error?.code ?? '')).length;
+    let migrations = attempts.length - counted;
+    const excluded = new Set<string>();
+    for (const a of attempts) if (failover && !MIGRATION_CODES.has(a.error?.code ?? '')) excluded.add(a.node_id);
+    let last: AttemptOutcome | undefined;
+    let lastNode: string | null = attempts.at(-1)?.node_id ?? null;
+    let verifiedAll = true;
+
+    while (!active.cancelled && !this.#stopping) {
+      if (counted >= maxAttempts || migrations > MAX_MIGRATIONS) break;
+      const wait = counted > 0 && last && !MIGRATION_CODES.has(last.error?.code ?? '') ? backoffBefore(counted + 1, retry) : 0;
+      if (wait > 0) await this.#sleep(active, wait);
+      if (active.cancelled || this.#stopping) break;
+      const placed = await this.#awaitNode(task, target, options, excluded, failover ? null : lastNode, active);
+      if ('error' in placed) {
+        last = failure(placed.error);
+        break;
+      }
+      const entry = placed.entry;
+      this.#scheduler.picked(entry);
+      const record: AttemptRecord = {
+        attempt: attempts.length + 1,
+        node_id: entry.record.node_id,
+        started_at: new Date().toISOString(),
+        finished_at: null,
+        outcome: 'running',
+        error: null,
+        duration_ms: null,
+        verified: null,
+        result_hash: null,
+      };
+      attempts.push(record);
+      await this.#store.updateTask(task.task_id, { status: TaskStatus.Running, attempts });
+      // A cancel that landed during the write above found no attempt to stop; honour it before sending one.
+      const outcome = active.cancelled
+        ? failure({ code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false })
+        : await this.#attempt(task, record.attempt, entry, active);
+      record.finished_at = new Date().toISOString();
+      record.outcome = outcome.ok ? 'success' : 'failed';
+      record.error = outcome.error ?? null;
+      record.duration_ms = outcome.duration_ms ?? Date.now() - Date.parse(record.started_at);
+      record.verified = outcome.result_hash ? outcome.verified : null;
+      record.result_hash = outcome.result_hash;
+      if (outcome.result_hash && !outcome.verified) verifiedAll = false;
+      last = outcome;
+      lastNode = entry.record.node_id;
+      if (outcome.ok || active.cancelled) break;
+      const code = outcome.error?.code ?? 'FM_ERR_INTERNAL';
+      if (MIGRATION_CODES.has(code)) {
+        migrations += 1;
+        this.#opts.logger.warn('node lost, migrating task', { task_id: task.task_id, attempt: record.attempt, node_id: lastNode, code });
+        continue;
+      }
+      counted += 1;
+      if (!isRetryable(outcome.error ?? { code, message: '' })) break;
+      if (failover) excluded.add(lastNode);
+      // Persist the failed attempt before a backoff, so a crash during the wait does not lose it.
+      await this.#store.updateTask(task.task_id, { attempts });
+      this.#opts.logger.warn('attempt failed, retrying', { task_id: task.task_id, attempt: record.attempt, node_id: lastNode, code });
+    }
+
+    if (!last) last = failure({ code: 'FM_ERR_NO_CAPABLE_NODE', message: 'No node was available to run the task', retryable: false });
+    if (this.#stopping && !last.ok) last = failure({ code: 'FM_ERR_SHUTTING_DOWN', message: 'Gateway is shutting down', retryable: true });
+    const ok = last.ok;
+    const result: TaskResult = {
+      ok,
+      task_id: task.task_id,
+      node_id: attempts.at(-1)?.node_id ?? null,
+      output: ok ? (last.output ?? null) : null,
+      execution_path: executionPath(attempts),
+      verified: ok && last.verified && verifiedAll,
+      degraded: attempts.length > 1,
+      duration_ms: Date.now() - started,
+      result_hash: ok ? last.result_hash : null,
+    };
+    if (!ok) result.error = last.error ?? { code: 'FM_ERR_INTERNAL', message: 'Task failed' };
+    if (last.verify_error) result.verification_error = last.verify_error;
+    return { result, attempts };
+  }
+
+  /**
+   * Picks the node for the next attempt, waiting when none is eligible now:
+   * an explicit target with `offline_behavior.mode = "queue"` waits in the
+   * offline queue until its TTL; other targets wait up to the placement timeout
+   * for an eligible node to come (back) online.
+   */
+  async #awaitNode(
+    task: TaskRecord,
+    target: Target,
+    options: StoredOptions,
+    excluded: ReadonlySet<string>,
+    sticky: string | null,
+    active: ActiveTask,
+  ): Promise<{ entry: NodeEntry } | { error: ErrorBody }> {
+    const queue = target.kind === 'explicit' && options.offline_behavior?.mode === 'queue' ? options.offline_behavior : undefined;
+    let deadline = Date.now() + this.#opts.placementTimeoutMs;
+    let queued = false;
+    for (;;) {
+      const picked = this.#pick(task, target, excluded, sticky);
+      if ('entry' in picked) {
+        if (queued) this.#opts.logger.info('delivering queued task', { task_id: task.task_id, node_id: picked.entry.record.node_id });
+        return picked;
+      }
+      // Every eligible node already failed this task: there is nothing to wait for.
+      if (picked.exhausted) return { error: picked.error };
+      if (target.kind === 'explicit' && !queue) return { error: picked.error };
+      if (queue && !queued) {
+        queued = true;
+        const expires = task.expires_at ?? new Date(Date.parse(task.created_at) + (queue.ttl_seconds ?? 86_400) * 1000).toISOString();
+        task.expires_at = expires;
+        deadline = Date.parse(expires);
+        await this.#store.updateTask(task.task_id, { status: TaskStatus.Queued, expires_at: expires });
+        this.#opts.logger.info('task queued for offline node', {
+          task_id: task.task_id,
+          node_id: target.kind === 'explicit' ? target.node_id : null,
+          expires_at: expires,
+        });
+        this.#queuedListeners.get(task.task_id)?.();
+      }
+      const left = deadline - Date.now();
+      if (left <= 0 || active.cancelled || this.#stopping) {
+        if (queue && left <= 0) {
+          return {
+            error: {
+              code: 'FM_ERR_EXPIRED',
+              message: `Task expired after waiting ${queue.ttl_seconds ?? 86_400} s for its node`,
+              retryable: false,
+            },
+          };
+        }
+        return { error: picked.error };
+      }
+      // Wake on a node coming online, or re-check at the queue's retry interval.
+      await this.#sleep(active, Math.min(left, (queue?.retry_interval_seconds ?? 300) * 1000));
+    }
+  }
+
+  #pick(
+    task: TaskRecord,
+    target: Target,
+    excluded: ReadonlySet<string>,
+    sticky: string | null,
+  ): { entry: NodeEntry } | { error: ErrorBody; exhausted: boolean } {
+    if (sticky) {
+      const entry = this.#registry.get(sticky);
+      if (entry && isDispatchable(entry) && entry.tools.has(task.tool_name)) return { entry };
+    }
+    try {
+      const found = this.#scheduler.candidates(task.tool_name, target, excluded)[0];
+      if (found) return { entry: found };
+    } catch (err) {
+      return { error: toErrorBody(err), exhausted: false };
+    }
+    // Candidates exist but every one already failed this task.
+    let any: NodeEntry | undefined;
+    try {
+      any = this.#scheduler.candidates(task.tool_name, target)[0];
+    } catch (err) {
+      return { error: toErrorBody(err), exhausted: false };
+    }
+    return {
+      error: { code: 'FM_ERR_NO_CAPABLE_NODE', message: 'Every eligible node has already failed this task', retryable: false },
+      exhausted: any !== undefined,
+    };
+  }
+
+  /**
+   * A load-balanced fan-out: one child task per item, spread over at least
+   * `min_nodes` nodes by load, each child failing over to the other nodes, and
+   * the outputs gathered in item order.
+   */
+  async #fanOut(parent: TaskRecord, items: JsonValue[], active: ActiveTask): Promise<{ result: TaskResult; attempts: AttemptRecord[] }> {
+    const started = Date.now();
+    const target = parent.target as Target;
+    const failover = target.kind === 'load_balanced' ? (target.failover ?? true) : true;
+    const base: Target = { kind: 'local', required_capabilities: target.required_capabilities ?? [], prefer: target.prefer ?? [] };
+    await this.#store.updateTask(parent.task_id, { status: TaskStatus.Running });
+    const ranked = this.#scheduler.candidates(parent.tool_name, base);
+    this.#checkFanOut(parent.tool_name, target, items.length);
+    const order = ranked.map((e) => e.record.node_id);
+    const concurrency = Math.max(
+      1,
+      ranked.reduce((n, e) => n + e.record.max_concurrency, 0),
+    );
+    const results: TaskResult[] = new Array(items.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < items.length && !active.cancelled && !this.#stopping) {
+        const i = next++;
+        results[i] = await this.#runChild(parent, i, items[i] ?? null, order, failover, active);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+    const failed = results.findIndex((r) => !r?.ok);
+    const used: string[] = [];
+    const failedPaths: string[] = [];
+    for (const r of results) {
+      if (!r) continue;
+      for (const p of r.execution_path) {
+        const bare = p.replace(/ \((failed|success)\)$/, '');
+        if (p.endsWith('(failed)')) {
+          if (!failedPaths.includes(p)) failedPaths.push(p);
+        } else if (!used.includes(bare)) used.push(bare);
+      }
+    }
+    const ok = failed < 0 && results.length === items.length;
+    const result: TaskResult = {
+      ok,
+      task_id: parent.task_id,
+      node_id: used.length === 1 ? (used[0] ?? null) : null,
+      output: ok ? { results: results.map((r) => r.output), items: items.length, nodes: used } : null,
+      execution_path: [...used, ...failedPaths],
+      verified: ok && results.every((r) => r.verified),
+      degraded: results.some((r) => r?.degraded),
+      duration_ms: Date.now() - started,
+      result_hash: null,
+    };
+    if (ok) result.result_hash = resultHash(result.output);
+    else {
+      const bad = results[failed];
+      const cause = bad?.error ?? { code: 'FM_ERR_CANCELLED', message: 'not run' };
+      result.error = { code: cause.code, message: `Item ${failed} failed: ${cause.message}`, details: { item_index: failed, cause } };
+    }
+    return { result, attempts: [] };
+  }
+
+  async #runChild(
+    parent: TaskRecord,
+    index: number,
+    item: JsonValue,
+    order: string[],
+    failover: boolean,
+    active: ActiveTask,
+  ): Promise<TaskResult> {
+    const childId = `${parent.task_id}.${index}`;
+    const existing = await this.#store.getTask(childId);
+    if (existing?.result && finished(existing.status)) return existing.result;
+    if (active.cancelled) return this.#failedResult(parent, [], { code: 'FM_ERR_CANCELLED', message: 'Task was cancelled' }, Date.now());
+    // Start item i on node i mod n, so the items spread over every node before any node takes two.
+    const rotated = [...order.slice(index % order.length), ...order.slice(0, index % order.length)];
+    const parentTarget = parent.target as Target;
+    const childTarget: Target = { kind: 'failover_chain', nodes: failover ? rotated : rotated.slice(0, 1) };
+    if (parentTarget.required_capabilities?.length) childTarget.required_capabilities = parentTarget.required_capabilities;
+    const child: TaskRecord = existing ?? {
+      task_id: childId,
+      run_id: parent.run_id,
+      step_id: parent.step_id,
+      tool_name: parent.tool_name,
+      tool_args: resolveTemplates(parent.tool_args, { item, item_index: index }) as JsonValue,
+      target: childTarget as JsonValue,
+      timeout_ms: parent.timeout_ms,
+      status: TaskStatus.Pending,
+      attempts: [],
+      result: null,
+      created_at: new Date().toISOString(),
+      updated_at: new Date().toISOString(),
+      idempotency_key: null,
+      options: {
+        ...(parent.options?.retry
+          ? { retry: { ...parent.options.retry, failover } }
+          : { retry: { max_attempts: failover ? order.length : 1, backoff_ms: 0 } }),
+        parent_task_id: parent.task_id,
+      } as StoredOptions,
+      expires_at: null,
+    };
+    if (!existing) await this.#store.insertTask(child);
+    return this.execute(child);
+  }
+
+  #checkFanOut(toolName: string, target: Target, items: number): void {
+    const minNodes = target.kind === 'load_balanced' ? (target.min_nodes ?? 2) : 1;
+    const base: Target = { kind: 'local', required_capabilities: target.required_capabilities ?? [] };
+    const available = this.#scheduler.candidates(toolName, base).length;
+    if (available < minNodes && items > 0) {
+      throw new FieldmeshError(
+        'FM_ERR_NO_CAPABLE_NODE',
+        `load_balanced needs ${minNodes} nodes with tool:${toolName}; ${available} online`,
+        {
+          details: { min_nodes: minNodes, available, required_capabilities: [`tool:${toolName}`, ...(target.required_capabilities ?? [])] },
+        },
+      );
+    }
+  }
+
+  /** Throws unless some node could take the task now (or, for a queued explicit target, once it is back). */
+  #place(toolName: string, target: Target, offline: OfflineBehavior | undefined): void {
+    if (target.kind === 'explicit') {
+      const entry = this.#scheduler.checkExplicit(toolName, target.node_id, target);
+      if (!isDispatchable(entry) && offline?.mode !== 'queue') {
+        throw new FieldmeshError('FM_ERR_NODE_OFFLINE', `Node "${target.node_id}" is ${entry.record.status}`, {
+          details: { node_id: target.node_id, status: entry.record.status },
+        });
+      }
+      return;
+    }
+    this.#scheduler.candidates(toolName, target);
+  }
+
+  #validateArgs(toolName: string, target: Target, args: unknown): void {
+    const descriptor = this.#descriptorFor(toolName, target);
+    if (descriptor) this.#checkArgs(toolName, descriptor.input_schema, args);
+  }
+
+  #descriptorFor(toolName: string, target: Target) {
+    if (target.kind === 'explicit') return this.#registry.get(target.node_id)?.tools.get(toolName);
+    for (const id of this.#registry.withCapability(`tool:${toolName}`) ?? []) {
+      const d = this.#registry.get(id)?.tools.get(toolName);
+      if (d) return d;
+    }
+    return undefined;
   }
 
   #attempt(task: TaskRecord, attempt: number, entry: NodeEntry, active: ActiveTask): Promise<AttemptOutcome> {
@@ -385,6 +740,64 @@ export class Dispatcher {
     });
   }
 
+  #cancelActive(taskId: string, active: ActiveTask): void {
+    active.cancelled = true;
+    active.wake?.();
+    const current = active.current;
+    if (current) {
+      this.#send(current.nodeId, encodeFrame('CANCEL', { task_id: taskId, attempt: current.attempt, reason: 'cancelled by user' }));
+      current.settle(failure({ code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false }));
+    }
+  }
+
+  /** Sleeps up to `ms`, cut short by a wake (cancel, a node coming online, shutdown). */
+  #sleep(active: ActiveTask, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        if (active.wake === done) active.wake = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      active.wake = done;
+    });
+  }
+
+  #waitersOf(taskId: string): Set<(task: TaskRecord) => void> {
+    let set = this.#waiters.get(taskId);
+    if (!set) {
+      set = new Set();
+      this.#waiters.set(taskId, set);
+    }
+    return set;
+  }
+
+  #finishedTask(taskId: string): Promise<TaskRecord> {
+    return new Promise((resolve) => this.#waitersOf(taskId).add(resolve));
+  }
+
+  #resultOf(task: TaskRecord): TaskResult {
+    return (
+      task.result ??
+      this.#failedResult(task, task.attempts, { code: 'FM_ERR_INTERNAL', message: 'Task ended without a result' }, Date.now())
+    );
+  }
+
+  #failedResult(task: TaskRecord, attempts: AttemptRecord[], error: ErrorBody, started: number): TaskResult {
+    return {
+      ok: false,
+      task_id: task.task_id,
+      node_id: attempts.at(-1)?.node_id ?? null,
+      output: null,
+      execution_path: executionPath(attempts),
+      verified: false,
+      degraded: attempts.length > 1,
+      duration_ms: Date.now() - started,
+      result_hash: null,
+      error,
+    };
+  }
+
   #send(nodeId: string, text: string): boolean {
     const conn = this.#registry.get(nodeId)?.conn;
     if (!conn) return false;
@@ -416,4 +829,10 @@ export class Dispatcher {
       });
     }
   }
+}
+
+/** `["a"]` for a first-try success, else every attempt marked `(failed)` or `(success)`. */
+export function executionPath(attempts: readonly AttemptRecord[]): string[] {
+  if (attempts.length === 1 && attempts[0]?.outcome === 'success') return [attempts[0].node_id];
+  return attempts.map((a) => `${a.node_id} (${a.outcome === 'success' ? 'success' : 'failed'})`);
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { formatHostPort } from '../core/address.js';
 import type { Logger } from '../core/logger.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
-import { type Store, TaskStatus } from '../store/types.js';
+import type { Store } from '../store/types.js';
 import { Router } from './api/http.js';
 import { registerRoutes } from './api/routes.js';
 import { Dispatcher } from './dispatcher.js';
@@ -48,6 +48,7 @@ export class Gateway {
       defaultTimeoutMs: options.defaultTimeoutMs,
       maxAttempts: options.maxAttempts,
       resultGraceMs: options.resultGraceMs,
+      placementTimeoutMs: options.placementTimeoutMs,
       logger: options.logger,
     });
     this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, options.logger);
@@ -93,7 +94,6 @@ export class Gateway {
     gateway.caFingerprint = identity.caFingerprint;
     try {
       await gateway.registry.load();
-      await gateway.#abandonUnfinished();
       const listen = await gateway.#listener.listen();
       gateway.listenAddress = formatHostPort({ host: listen.address, port: listen.port });
       await new Promise<void>((resolve, reject) => {
@@ -103,6 +103,8 @@ export class Gateway {
       const api = gateway.#http.address() as AddressInfo;
       gateway.apiUrl = `http://${formatHostPort({ host: api.address, port: api.port })}`;
       gateway.registry.startSweeps();
+      const resumed = await gateway.dispatcher.resumeUnfinished();
+      if (resumed > 0) options.logger.info('resuming unfinished tasks', { count: resumed });
     } catch (err) {
       await gateway.stop();
       throw err;
@@ -129,30 +131,5 @@ export class Gateway {
     await this.#listener.close();
     await this.store.close();
     this.#logger.info('gateway stopped');
-  }
-
-  /**
-   * A task left unfinished by an earlier gateway process has lost the caller
-   * that waited on it; record that it failed rather than leave it pending forever.
-   */
-  async #abandonUnfinished(): Promise<void> {
-    for (const task of await this.store.listUnfinishedTasks()) {
-      const error = { code: 'FM_ERR_UNAVAILABLE', message: 'The gateway restarted before the task finished', retryable: true };
-      await this.store.updateTask(task.task_id, {
-        status: TaskStatus.Failed,
-        result: {
-          ok: false,
-          task_id: task.task_id,
-          node_id: null,
-          output: null,
-          execution_path: task.attempts.map((a) => `${a.node_id} (failed)`),
-          verified: false,
-          degraded: task.attempts.length > 1,
-          duration_ms: Date.now() - Date.parse(task.created_at),
-          result_hash: null,
-          error,
-        },
-      });
-    }
   }
 }

@@ -63,6 +63,11 @@ export class NodeListener {
     // Frames past the limit but under this hard cap get an ERROR frame and the connection lives on; beyond it ws closes with 1009.
     this.#wss = new WebSocketServer({ server: this.#server, maxPayload: opts.maxFrameBytes * 4 });
     this.#wss.on('connection', (ws, req) => this.#accept(ws, req.socket.remoteAddress ?? 'unknown'));
+    // A node dropped for silence may keep a half-open socket until the close handshake gives up (30 s): its attempts move now.
+    registry.on('disconnected', (entry) => {
+      const nodeId = entry.record.node_id;
+      dispatcher.failNode(nodeId, { code: 'FM_ERR_CONNECTION_LOST', message: `Connection to node "${nodeId}" was lost`, retryable: true });
+    });
   }
 
   async listen(): Promise<AddressInfo> {
@@ -145,16 +150,8 @@ export class NodeListener {
       if (!entry) return;
       const nodeId = entry.record.node_id;
       this.#opts.logger.info('node disconnected', { node_id: nodeId, code, reason: reason.toString() });
-      void this.#registry.disconnected(entry, conn).then(() => {
-        // Only the live connection's loss fails its attempts; a replaced one has nothing of its own.
-        if (entry && entry.conn === null) {
-          this.#dispatcher.failNode(nodeId, {
-            code: 'FM_ERR_CONNECTION_LOST',
-            message: `Connection to node "${nodeId}" was lost`,
-            retryable: true,
-          });
-        }
-      });
+      // Only the live connection's loss fails its attempts (through the registry's 'disconnected' event); a replaced one has none.
+      void this.#registry.disconnected(entry, conn);
     });
   }
 

@@ -26,6 +26,8 @@ export interface GatewayOptions {
   maxAttempts?: number;
   /** Extra time the gateway waits past a task's deadline for the node's own timeout result. @default 1000 */
   resultGraceMs?: number;
+  /** How long a task waits for an eligible node to come (back) online before it fails. @default 15000 */
+  placementTimeoutMs?: number;
   /** Identifier in WELCOME frames and logs. @default "gateway:main" */
   gatewayId?: string;
   logger?: Logger;
@@ -43,6 +45,7 @@ export interface CompiledGatewayOptions {
   defaultTimeoutMs: number;
   maxAttempts: number;
   resultGraceMs: number;
+  placementTimeoutMs: number;
   gatewayId: string;
   logger: Logger;
 }
@@ -85,6 +88,7 @@ export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayO
     defaultTimeoutMs: positiveInt('defaultTimeoutMs', options.defaultTimeoutMs, 30_000, 1, 3_600_000),
     maxAttempts: positiveInt('maxAttempts', options.maxAttempts, 3, 1, 100),
     resultGraceMs: positiveInt('resultGraceMs', options.resultGraceMs, 1000, 0, 600_000),
+    placementTimeoutMs: positiveInt('placementTimeoutMs', options.placementTimeoutMs, 15_000, 0, 3_600_000),
     gatewayId: options.gatewayId ?? 'gateway:main',
     logger: options.logger ?? createLogger(),
   };

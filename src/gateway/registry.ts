@@ -163,7 +163,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
 
   /** The connection closed: the node is OFFLINE at once, not after a timeout. */
   async disconnected(entry: NodeEntry, conn: NodeConnection): Promise<void> {
-    if (entry.conn !== conn) return; // an older connection that a reconnect already replaced
+    // An older connection that a reconnect already replaced (its entry is no longer the node's) or a timeout already dropped.
+    if (entry.conn !== conn || this.#nodes.get(entry.record.node_id) !== entry) return;
     entry.conn = null;
     await this.#setStatus(entry, NodeStatus.Offline);
     this.emit('disconnected', entry);

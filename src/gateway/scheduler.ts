@@ -4,7 +4,7 @@
  * from a scan of every node.
  */
 import { FieldmeshError } from '../core/errors.js';
-import type { Target } from '../protocol/target.js';
+import { haversineMeters, type Target } from '../protocol/target.js';
 import { NodeStatus } from '../store/types.js';
 import type { NodeEntry, Registry } from './registry.js';
 
@@ -19,18 +19,29 @@ export function loadScore(entry: NodeEntry): number {
   return busy + Math.min(entry.record.load.cpu, 4) * 0.25;
 }
 
-function compare(a: NodeEntry, b: NodeEntry): number {
-  const da = a.record.status === NodeStatus.Degraded ? 1 : 0;
-  const db = b.record.status === NodeStatus.Degraded ? 1 : 0;
-  if (da !== db) return da - db;
-  const s = loadScore(a) - loadScore(b);
-  if (Math.abs(s) > 1e-9) return s;
-  return a.lastPicked - b.lastPicked;
+function preferScore(entry: NodeEntry, prefer: readonly string[] | undefined): number {
+  if (!prefer || prefer.length === 0) return 0;
+  let n = 0;
+  for (const p of prefer) if (entry.record.capabilities.includes(p)) n += 1;
+  return n;
+}
+
+function compareWith(prefer: readonly string[] | undefined) {
+  return (a: NodeEntry, b: NodeEntry): number => {
+    const p = preferScore(b, prefer) - preferScore(a, prefer);
+    if (p !== 0) return p;
+    const da = a.record.status === NodeStatus.Degraded ? 1 : 0;
+    const db = b.record.status === NodeStatus.Degraded ? 1 : 0;
+    if (da !== db) return da - db;
+    const s = loadScore(a) - loadScore(b);
+    if (Math.abs(s) > 1e-9) return s;
+    return a.lastPicked - b.lastPicked;
+  };
 }
 
 export function requiredCapabilities(toolName: string, target: Target): string[] {
   const caps = new Set<string>([`tool:${toolName}`]);
-  if (target.kind === 'capability' || target.kind === 'local') for (const c of target.required_capabilities ?? []) caps.add(c);
+  for (const c of target.required_capabilities ?? []) caps.add(c);
   return [...caps];
 }
 
@@ -47,30 +58,57 @@ export class Scheduler {
    * no node can ever take the task right now.
    */
   candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = new Set()): NodeEntry[] {
-    if (target.kind === 'explicit') return this.#explicit(toolName, target.node_id, exclude);
+    if (target.kind === 'explicit') return this.#explicit(toolName, target.node_id, requiredCapabilities(toolName, target), exclude);
+    if (target.kind === 'failover_chain') return this.#chain(toolName, target.nodes, requiredCapabilities(toolName, target), exclude);
     const required = requiredCapabilities(toolName, target);
-    const sets = required.map((c) => this.#registry.withCapability(c));
     if (!this.#registry.withCapability(`tool:${toolName}`)) {
       throw new FieldmeshError('FM_ERR_UNKNOWN_TOOL', `No node in the mesh offers tool "${toolName}"`, {
         details: { tool_name: toolName },
       });
     }
-    const found: NodeEntry[] = [];
-    if (sets.every((s) => s !== undefined && s.size > 0)) {
-      const ordered = (sets as ReadonlySet<string>[]).slice().sort((a, b) => a.size - b.size);
-      const [smallest, ...rest] = ordered;
-      for (const id of smallest ?? []) {
-        if (exclude.has(id) || !rest.every((s) => s.has(id))) continue;
-        const entry = this.#registry.get(id);
-        if (entry && isDispatchable(entry)) found.push(entry);
+    let found = this.#matching(required, exclude);
+    if (target.kind === 'geographic') {
+      const inArea: { entry: NodeEntry; d: number }[] = [];
+      for (const entry of found) {
+        const loc = entry.record.location;
+        if (!loc) continue;
+        const d = haversineMeters(target.center, loc);
+        if (d <= target.radius_meters) inArea.push({ entry, d });
       }
+      if (inArea.length === 0 && exclude.size === 0) {
+        throw new FieldmeshError(
+          'FM_ERR_NO_NODE_IN_AREA',
+          `No online node with ${required.join(', ')} lies within ${target.radius_meters} m of ${target.center.lat},${target.center.lon}`,
+          { details: { center: target.center, radius_meters: target.radius_meters, required_capabilities: required } },
+        );
+      }
+      const rank = compareWith(target.prefer);
+      return inArea
+        .sort((a, b) => preferScore(b.entry, target.prefer) - preferScore(a.entry, target.prefer) || a.d - b.d || rank(a.entry, b.entry))
+        .map((x) => x.entry);
     }
     if (found.length === 0 && exclude.size === 0) {
       throw new FieldmeshError('FM_ERR_NO_CAPABLE_NODE', `No online node has all of: ${required.join(', ')}`, {
         details: { required_capabilities: required },
       });
     }
-    return found.sort(compare);
+    found = found.sort(compareWith(target.prefer));
+    return found;
+  }
+
+  /** Dispatchable nodes with every capability, found through the index starting from the rarest capability. */
+  #matching(required: readonly string[], exclude: ReadonlySet<string>): NodeEntry[] {
+    const sets = required.map((c) => this.#registry.withCapability(c));
+    const found: NodeEntry[] = [];
+    if (!sets.every((s) => s !== undefined && s.size > 0)) return found;
+    const ordered = (sets as ReadonlySet<string>[]).slice().sort((a, b) => a.size - b.size);
+    const [smallest, ...rest] = ordered;
+    for (const id of smallest ?? []) {
+      if (exclude.has(id) || !rest.every((s) => s.has(id))) continue;
+      const entry = this.#registry.get(id);
+      if (entry && isDispatchable(entry)) found.push(entry);
+    }
+    return found;
   }
 
   /** Marks a node as just picked so equal nodes take turns. */
@@ -78,7 +116,47 @@ export class Scheduler {
     entry.lastPicked = this.#registry.nextPick();
   }
 
-  #explicit(toolName: string, nodeId: string, exclude: ReadonlySet<string>): NodeEntry[] {
+  #explicit(toolName: string, nodeId: string, required: readonly string[], exclude: ReadonlySet<string>): NodeEntry[] {
+    const entry = this.#usable(toolName, nodeId, required);
+    if (exclude.has(nodeId)) return [];
+    if (!isDispatchable(entry)) {
+      throw new FieldmeshError('FM_ERR_NODE_OFFLINE', `Node "${nodeId}" is ${entry.record.status}`, {
+        details: { node_id: nodeId, status: entry.record.status },
+      });
+    }
+    return [entry];
+  }
+
+  /** The chain's nodes that can run the tool now, in the chain's order. */
+  #chain(toolName: string, nodes: readonly string[], required: readonly string[], exclude: ReadonlySet<string>): NodeEntry[] {
+    const out: NodeEntry[] = [];
+    let known = 0;
+    for (const id of nodes) {
+      const entry = this.#registry.get(id);
+      if (!entry) continue;
+      known += 1;
+      if (exclude.has(id) || !entry.tools.has(toolName) || !required.every((c) => entry.record.capabilities.includes(c))) continue;
+      if (isDispatchable(entry)) out.push(entry);
+    }
+    if (out.length === 0 && exclude.size === 0) {
+      if (known === 0) {
+        throw new FieldmeshError('FM_ERR_NODE_NOT_FOUND', `None of the chain's nodes is known: ${nodes.join(', ')}`, {
+          details: { nodes },
+        });
+      }
+      throw new FieldmeshError(
+        'FM_ERR_NO_CAPABLE_NODE',
+        `No node of the chain (${nodes.join(', ')}) is online with ${required.join(', ')}`,
+        {
+          details: { nodes, required_capabilities: required },
+        },
+      );
+    }
+    return out;
+  }
+
+  /** An explicit node that exists and has the tool and capabilities, whatever its status. */
+  #usable(toolName: string, nodeId: string, required: readonly string[]): NodeEntry {
     const entry = this.#registry.get(nodeId);
     if (!entry)
       throw new FieldmeshError('FM_ERR_NODE_NOT_FOUND', `Node "${nodeId}" is not known to this gateway`, { details: { node_id: nodeId } });
@@ -87,12 +165,17 @@ export class Scheduler {
         details: { node_id: nodeId, required_capabilities: [`tool:${toolName}`] },
       });
     }
-    if (exclude.has(nodeId)) return [];
-    if (!isDispatchable(entry)) {
-      throw new FieldmeshError('FM_ERR_NODE_OFFLINE', `Node "${nodeId}" is ${entry.record.status}`, {
-        details: { node_id: nodeId, status: entry.record.status },
+    const missing = required.filter((c) => !entry.record.capabilities.includes(c));
+    if (missing.length > 0) {
+      throw new FieldmeshError('FM_ERR_NO_CAPABLE_NODE', `Node "${nodeId}" lacks ${missing.join(', ')}`, {
+        details: { node_id: nodeId, required_capabilities: required },
       });
     }
-    return [entry];
+    return entry;
+  }
+
+  /** Throws when an explicit target can never run the tool (unknown node, missing tool); offline is fine. */
+  checkExplicit(toolName: string, nodeId: string, target: Target): NodeEntry {
+    return this.#usable(toolName, nodeId, requiredCapabilities(toolName, target));
   }
 }

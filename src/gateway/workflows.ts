@@ -78,14 +78,21 @@ export class WorkflowEngine {
       const stepStart = new Date();
       let taskId: string | null = null;
       try {
-        const task = await this.#dispatcher.submit({
-          tool_name: step.tool_name,
-          tool_args: step.tool_args,
-          target: step.target,
-          timeout_ms: step.timeout_ms,
-          run_id: run.run_id,
-          step_id: step.step_id,
-        });
+        const ctx = { input, steps: Object.fromEntries(Object.entries(outputs).map(([id, output]) => [id, { output }])) };
+        const { task } = await this.#dispatcher.submit(
+          {
+            tool_name: step.tool_name,
+            tool_args: step.tool_args,
+            target: step.target,
+            timeout_ms: step.timeout_ms,
+            retry: step.retry,
+            offline_behavior: step.offline_behavior,
+            for_each: step.for_each,
+            run_id: run.run_id,
+            step_id: step.step_id,
+          },
+          ctx,
+        );
         taskId = task.task_id;
         state.status = 'running';
         state.task_id = taskId;

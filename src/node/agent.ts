@@ -55,12 +55,19 @@ interface Connection {
   /** Set when we refused the gateway ourselves, so the close is not reported again. */
   refused: boolean;
   lastError: Error | undefined;
+  /** When anything (frame or pong) last came from the gateway; silence past the limit means a dead link. */
+  lastHeardMs: number;
 }
 
 interface RunningTask {
   conn: Connection;
   handle: RunHandle;
 }
+
+/** Finished results remembered for redelivered TASK frames. */
+const FINISHED_CACHE = 10_000;
+/** Results kept while the gateway is unreachable; the oldest go first beyond this. */
+const OUTBOX_LIMIT = 10_000;
 
 /** Codes a gateway uses to close on purpose (policy, auth, duplicate node…); worth an error log, not a shrug. */
 function isPolicyClose(code: number): boolean {
@@ -144,6 +151,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private readonly caPem: string | undefined;
   private readonly log: Logger;
   private readonly running = new Map<string, RunningTask>();
+  /** Encoded results of recently finished attempts, so a redelivered TASK is answered, never run twice. */
+  private readonly finishedResults = new Map<string, string>();
+  /** Results that finished while no connection was up; sent after the next WELCOME. */
+  private readonly outbox: string[] = [];
   private pin: GatewayPin | undefined;
   private conn: Connection | undefined;
   private state: NodeAgentState = 'connecting';
@@ -270,11 +281,25 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       options.rejectUnauthorized = false;
     }
     const ws = new WebSocket(url, options);
-    const conn: Connection = { ws, opened: false, welcomed: false, caFingerprint: undefined, refused: false, lastError: undefined };
+    const conn: Connection = {
+      ws,
+      opened: false,
+      welcomed: false,
+      caFingerprint: undefined,
+      refused: false,
+      lastError: undefined,
+      lastHeardMs: Date.now(),
+    };
     this.conn = conn;
     ws.on('upgrade', (res) => this.checkGatewayIdentity(conn, (res.socket as TLSSocket).getPeerCertificate(true)));
     ws.on('open', () => this.onOpen(conn));
-    ws.on('message', (data) => this.onMessage(conn, rawToBuffer(data)));
+    ws.on('message', (data) => {
+      conn.lastHeardMs = Date.now();
+      this.onMessage(conn, rawToBuffer(data));
+    });
+    ws.on('pong', () => {
+      conn.lastHeardMs = Date.now();
+    });
     ws.on('error', (err) => {
       conn.lastError = err;
     });
@@ -370,6 +395,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.reconnectAttempt = 0;
     this.state = 'ready';
     this.send(conn, 'NODE_READY', { node_id: this.options.id });
+    this.flushOutbox(conn);
     this.scheduleHeartbeat(conn);
     this.log.info('node ready', { node_id: this.options.id, gateway: formatHostPort(this.options.gateway) });
     this.emit('ready', { node_id: this.options.id, gateway_id: frame.gateway_id, protocol_version: frame.version });
@@ -400,6 +426,18 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.heartbeatTimer = setTimeout(() => {
       this.heartbeatTimer = undefined;
       if (conn !== this.conn || !conn.welcomed) return;
+      // A link that black-holes traffic never closes by itself: silence from the gateway past the limit ends it.
+      const silentMs = Date.now() - conn.lastHeardMs;
+      if (silentMs > Math.max(3 * this.heartbeatMs, 1000)) {
+        this.log.warn('gateway silent, reconnecting', { silent_ms: silentMs });
+        conn.ws.terminate();
+        return;
+      }
+      try {
+        conn.ws.ping();
+      } catch {
+        // the close handler reconnects
+      }
       this.send(conn, 'HEARTBEAT', {
         node_id: this.options.id,
         seq: this.heartbeatSeq++,
@@ -427,6 +465,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       return;
     }
     const key = `${frame.task_id}\u0000${frame.attempt}`;
+    const done = this.finishedResults.get(key);
+    if (done !== undefined) {
+      // Already ran: answer again with the signed result instead of running the tool a second time.
+      this.send(conn, 'TASK_ACK', { task_id: frame.task_id, attempt: frame.attempt });
+      if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(done);
+      return;
+    }
     const existing = this.running.get(key);
     if (existing) {
       // A redelivery after a reconnect moves the result to the live connection; on the same one it is just a duplicate.
@@ -450,7 +495,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.running.set(key, entry);
     void handle.promise.then((outcome) => {
       this.running.delete(key);
-      this.sendResult(entry.conn, frame, outcome, performance.now() - started);
+      this.sendResult(frame, outcome, performance.now() - started, key);
     });
   }
 
@@ -465,7 +510,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.log.debug('CANCEL from gateway', { task_id: frame.task_id, attempt: frame.attempt, matched });
   }
 
-  private sendResult(conn: Connection, task: TaskFrame, outcome: RunOutcome, durationMs: number): void {
+  private sendResult(task: TaskFrame, outcome: RunOutcome, durationMs: number, key: string): void {
     const duration_ms = Math.round(durationMs * 1000) / 1000;
     let text = this.encodeResult(task, outcome, duration_ms);
     const size = Buffer.byteLength(text);
@@ -486,12 +531,23 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       code: outcome.ok ? undefined : outcome.error.code,
       duration_ms,
     });
-    if (conn !== this.conn || !conn.welcomed || conn.ws.readyState !== WebSocket.OPEN) {
-      // The gateway failed this attempt over when the connection dropped; a late result would only be ignored.
-      this.log.debug('dropping result: the connection that delivered the task is gone', { task_id: task.task_id, attempt: task.attempt });
+    this.finishedResults.set(key, text);
+    if (this.finishedResults.size > FINISHED_CACHE) this.finishedResults.delete(this.finishedResults.keys().next().value as string);
+    const live = this.conn;
+    if (!live?.welcomed || live.ws.readyState !== WebSocket.OPEN) {
+      // Kept for the next connection: the gateway decides whether the attempt is still wanted (attempt numbers fence it).
+      this.outbox.push(text);
+      if (this.outbox.length > OUTBOX_LIMIT) this.outbox.shift();
+      this.log.debug('result kept in the outbox until the gateway is back', { task_id: task.task_id, attempt: task.attempt });
       return;
     }
-    conn.ws.send(text);
+    live.ws.send(text);
+  }
+
+  private flushOutbox(conn: Connection): void {
+    const pending = this.outbox.splice(0);
+    for (const text of pending) if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(text);
+    if (pending.length > 0) this.log.info('sent results kept while offline', { count: pending.length });
   }
 
   private encodeResult(task: TaskFrame, outcome: RunOutcome, duration_ms: number): string {

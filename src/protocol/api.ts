@@ -4,16 +4,33 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import { ErrorBodySchema, LoadSchema, LocationSchema, ToolDescriptorSchema } from './frames.js';
-import { TargetSchema } from './target.js';
+import { OfflineBehaviorSchema, RetryPolicySchema, TargetSchema } from './target.js';
 
 const Json = Type.Unknown();
 
+/** Tool arguments: an object, or a `{{…}}` template string that yields one (e.g. `"{{item}}"`). */
+export const ToolArgs = Type.Union([
+  Type.Record(Type.String(), Json, { description: 'Arguments checked against the tool input_schema' }),
+  Type.String({ pattern: '^\\s*\\{\\{.*\\}\\}\\s*$', description: 'A template yielding the whole arguments object' }),
+]);
+
+/** Items a load-balanced call or step fans out over: an array, or a template yielding one. */
+export const ForEach = Type.Union([Type.Array(Json, { maxItems: 100_000 }), Type.String({ minLength: 1 })]);
+
+const callFields = {
+  tool_name: Type.String({ minLength: 1, maxLength: 128, description: 'Name of the tool to run' }),
+  tool_args: Type.Optional(ToolArgs),
+  target: Type.Optional(TargetSchema),
+  timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+  retry: Type.Optional(RetryPolicySchema),
+  offline_behavior: Type.Optional(OfflineBehaviorSchema),
+  for_each: Type.Optional(ForEach),
+};
+
 export const ToolCallBody = Type.Object(
   {
-    tool_name: Type.String({ minLength: 1, maxLength: 128, description: 'Name of the tool to run' }),
-    tool_args: Type.Optional(Type.Record(Type.String(), Json, { description: 'Arguments checked against the tool input_schema' })),
-    target: Type.Optional(TargetSchema),
-    timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+    ...callFields,
+    idempotency_key: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'A repeated key returns the existing task' })),
   },
   { additionalProperties: false },
 );
@@ -21,6 +38,8 @@ export type ToolCallBody = Static<typeof ToolCallBody>;
 
 export const ToolCallResult = Type.Object({
   ok: Type.Boolean(),
+  /** "queued" when the call waits in the offline queue (HTTP 202); the result is then read with GET /v1/tasks/{task_id}. */
+  status: Type.Optional(Type.String()),
   task_id: Type.String(),
   node_id: Type.Union([Type.String(), Type.Null()]),
   output: Json,
@@ -34,7 +53,7 @@ export const ToolCallResult = Type.Object({
 });
 export type ToolCallResult = Static<typeof ToolCallResult>;
 
-export const TaskAccepted = Type.Object({ ok: Type.Literal(true), task_id: Type.String() });
+export const TaskAccepted = Type.Object({ ok: Type.Literal(true), task_id: Type.String(), status: Type.Optional(Type.String()) });
 
 export const TaskStatusSchema = Type.Union([
   Type.Literal('pending'),
@@ -42,6 +61,7 @@ export const TaskStatusSchema = Type.Union([
   Type.Literal('succeeded'),
   Type.Literal('failed'),
   Type.Literal('cancelled'),
+  Type.Literal('queued'),
 ]);
 
 export const AttemptSchema = Type.Object({
@@ -72,10 +92,7 @@ export type TaskView = Static<typeof TaskView>;
 export const WorkflowStep = Type.Object(
   {
     step_id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' }),
-    tool_name: Type.String({ minLength: 1, maxLength: 128 }),
-    tool_args: Type.Optional(Type.Record(Type.String(), Json)),
-    target: Type.Optional(TargetSchema),
-    timeout_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000 })),
+    ...callFields,
   },
   { additionalProperties: false },
 );

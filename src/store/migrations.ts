@@ -1,5 +1,5 @@
 // Versioned schema migrations, provided in code so the compiled package needs no migration files on disk.
-import type { Kysely, Migration } from 'kysely';
+import { type Kysely, type Migration, sql } from 'kysely';
 
 // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's table types
 type AnyDb = Kysely<any>;
@@ -81,6 +81,33 @@ const initial: Migration = {
 };
 
 /** Applied in key order, so names sort by their numeric prefix. */
+/** Resilience: idempotency keys, per-task options (retry, offline behaviour) and the offline queue's expiry. */
+const taskOptions: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      const cols = await sql<{ name: string }>`SELECT name FROM pragma_table_info('tasks')`.execute(trx);
+      const have = new Set(cols.rows.map((r) => r.name));
+      if (!have.has('idempotency_key')) await trx.schema.alterTable('tasks').addColumn('idempotency_key', 'text').execute();
+      if (!have.has('options'))
+        await trx.schema
+          .alterTable('tasks')
+          .addColumn('options', 'text', (c) => c.notNull().defaultTo('{}'))
+          .execute();
+      if (!have.has('expires_at')) await trx.schema.alterTable('tasks').addColumn('expires_at', 'text').execute();
+      await sql`CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency_key_idx ON tasks (idempotency_key) WHERE idempotency_key IS NOT NULL`.execute(
+        trx,
+      );
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await sql`DROP INDEX IF EXISTS tasks_idempotency_key_idx`.execute(db);
+    await db.schema.alterTable('tasks').dropColumn('expires_at').execute();
+    await db.schema.alterTable('tasks').dropColumn('options').execute();
+    await db.schema.alterTable('tasks').dropColumn('idempotency_key').execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
+  '0002_task_options': taskOptions,
 };

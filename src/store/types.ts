@@ -5,6 +5,7 @@
  */
 import type { ErrorBody } from '../core/errors.js';
 import type { JsonValue } from '../protocol/json.js';
+import type { OfflineBehavior, RetryPolicy } from '../protocol/target.js';
 
 export const NodeStatus = {
   Online: 'ONLINE',
@@ -53,6 +54,8 @@ export const TaskStatus = {
   Succeeded: 'succeeded',
   Failed: 'failed',
   Cancelled: 'cancelled',
+  /** Waiting in the offline queue for its explicit node to come back. */
+  Queued: 'queued',
 } as const;
 export type TaskStatus = (typeof TaskStatus)[keyof typeof TaskStatus];
 
@@ -84,6 +87,12 @@ export interface TaskResult {
   error?: ErrorBody;
 }
 
+/** How a task is run, beyond where: retry policy, offline behaviour. */
+export interface TaskOptions {
+  retry?: RetryPolicy;
+  offline_behavior?: OfflineBehavior;
+}
+
 export interface TaskRecord {
   task_id: string;
   /** The run this task belongs to, when it is a workflow step. */
@@ -98,6 +107,11 @@ export interface TaskRecord {
   result: TaskResult | null;
   created_at: string;
   updated_at: string;
+  /** A repeated submission with this key returns this task. */
+  idempotency_key?: string | null;
+  options?: TaskOptions;
+  /** When a queued task gives up waiting for its node. */
+  expires_at?: string | null;
 }
 
 export const RunStatus = {
@@ -124,6 +138,7 @@ export interface RunRecord {
 
 export interface TaskPatch {
   status?: TaskStatus;
+  expires_at?: string | null;
   attempts?: AttemptRecord[];
   result?: TaskResult | null;
 }
@@ -149,7 +164,8 @@ export interface Store {
   /** Applies a patch and bumps `updated_at`; throws FM_ERR_TASK_NOT_FOUND for an unknown id. */
   updateTask(taskId: string, patch: TaskPatch): Promise<void>;
   getTask(taskId: string): Promise<TaskRecord | undefined>;
-  /** Tasks not yet finished (pending or running), oldest first. */
+  getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined>;
+  /** Tasks not yet finished (pending, running or queued), oldest first. */
   listUnfinishedTasks(): Promise<TaskRecord[]>;
 
   insertRun(run: RunRecord): Promise<void>;

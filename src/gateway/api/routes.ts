@@ -161,13 +161,21 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
   router.add({
     method: 'POST',
     path: '/v1/tool_call',
-    summary: 'Run one tool call and wait for its result',
+    summary: 'Run one tool call and wait for its result (202 with status "queued" if it waits in the offline queue)',
     body: ToolCallBody,
     response: ToolCallResult,
     handler: async ({ body }) => {
       const req = await body<ToolCallBody>(checker(ToolCallBody));
-      const task = await dispatcher.submit(req);
-      const result = await dispatcher.execute(task);
+      const { task, existing } = await dispatcher.submit(req);
+      let result: ToolCallResult | undefined;
+      if (existing) {
+        result = task.result ?? (await dispatcher.waitFor(task.task_id, 3_600_000))?.result ?? undefined;
+      } else {
+        const queued = new Promise<'queued'>((resolve) => dispatcher.onQueued(task.task_id, () => resolve('queued')));
+        const outcome = await Promise.race([dispatcher.execute(task), queued]);
+        if (outcome !== 'queued') result = outcome;
+      }
+      if (!result) return reply(202, { ok: true, task_id: task.task_id, status: 'queued' });
       return reply(result.ok ? 200 : statusOfResult(result.error?.code), result);
     },
   });
@@ -180,9 +188,13 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
     response: TaskAccepted,
     handler: async ({ body }) => {
       const req = await body<ToolCallBody>(checker(ToolCallBody));
-      const task = await dispatcher.submit(req);
+      const { task, existing } = await dispatcher.submit(req);
+      if (existing) return reply(200, { ok: true, task_id: task.task_id, status: task.status, existing: true });
+      const queued = new Promise<void>((resolve) => dispatcher.onQueued(task.task_id, resolve));
       void dispatcher.execute(task);
-      return reply(202, { ok: true, task_id: task.task_id });
+      // Tell the caller at once whether its task waits in the offline queue.
+      const status = await Promise.race([queued.then(() => 'queued'), new Promise<string>((r) => setImmediate(() => r(task.status)))]);
+      return reply(202, { ok: true, task_id: task.task_id, status });
     },
   });
 

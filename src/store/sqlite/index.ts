@@ -15,6 +15,7 @@ import type {
   RunRecord,
   RunStatus,
   Store,
+  TaskOptions,
   TaskPatch,
   TaskRecord,
   TaskResult,
@@ -93,6 +94,9 @@ function taskToRow(task: TaskRecord): Selectable<TasksTable> {
     result: task.result === null ? null : JSON.stringify(task.result),
     created_at: task.created_at,
     updated_at: task.updated_at,
+    idempotency_key: task.idempotency_key ?? null,
+    options: JSON.stringify(task.options ?? {}),
+    expires_at: task.expires_at ?? null,
   };
 }
 
@@ -110,6 +114,9 @@ function rowToTask(row: Selectable<TasksTable>): TaskRecord {
     result: row.result === null ? null : parseJson<TaskResult>(row.result),
     created_at: row.created_at,
     updated_at: row.updated_at,
+    idempotency_key: row.idempotency_key,
+    options: parseJson<TaskOptions>(row.options),
+    expires_at: row.expires_at,
   };
 }
 
@@ -202,6 +209,7 @@ export class SqliteStore implements Store {
     if (patch.status !== undefined) set.status = patch.status;
     if (patch.attempts !== undefined) set.attempts = JSON.stringify(patch.attempts);
     if (patch.result !== undefined) set.result = patch.result === null ? null : JSON.stringify(patch.result);
+    if (patch.expires_at !== undefined) set.expires_at = patch.expires_at;
     const res = await this.#db.updateTable('tasks').set(set).where('task_id', '=', taskId).executeTakeFirst();
     if (res.numUpdatedRows === 0n) {
       throw new FieldmeshError('FM_ERR_TASK_NOT_FOUND', `Task ${taskId} not found`, { details: { task_id: taskId } });
@@ -213,11 +221,16 @@ export class SqliteStore implements Store {
     return row === undefined ? undefined : rowToTask(row);
   }
 
+  async getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined> {
+    const row = await this.#db.selectFrom('tasks').selectAll().where('idempotency_key', '=', key).executeTakeFirst();
+    return row === undefined ? undefined : rowToTask(row);
+  }
+
   async listUnfinishedTasks(): Promise<TaskRecord[]> {
     const rows = await this.#db
       .selectFrom('tasks')
       .selectAll()
-      .where('status', 'in', ['pending', 'running'] satisfies TaskStatus[])
+      .where('status', 'in', ['pending', 'running', 'queued'] satisfies TaskStatus[])
       // task_id breaks ties so recovery replays tasks in a stable order.
       .orderBy('created_at')
       .orderBy('task_id')

@@ -38,6 +38,11 @@ export interface TasksTable {
   result: string | null;
   created_at: string;
   updated_at: string;
+  idempotency_key: string | null;
+  /** JSON TaskOptions (retry, offline_behavior). */
+  options: string;
+  /** When a queued task expires, ISO 8601. */
+  expires_at: string | null;
 }
 
 export interface RunsTable {

@@ -1,0 +1,72 @@
+/**
+ * `npm run bench -- <name> [options]`: benchmarks that start real gateway and
+ * node processes on loopback. Figures go to stdout and bench/results/<name>.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { failoverBench } from './failover.js';
+
+export interface BenchArgs {
+  flags: Map<string, string>;
+  json: boolean;
+}
+
+export function num(args: BenchArgs, name: string, fallback: number): number {
+  const v = args.flags.get(name);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: "${v}" is not a positive number`);
+  return n;
+}
+
+export function machine(): Record<string, unknown> {
+  return { cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memory_gib: Math.round(totalmem() / 2 ** 30), node: process.version };
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export const resultsDir = join(dirname(fileURLToPath(import.meta.url)), '../../bench/results');
+
+export function saveResult(name: string, data: Record<string, unknown>): string {
+  mkdirSync(resultsDir, { recursive: true });
+  const file = join(resultsDir, `${name}.json`);
+  writeFileSync(file, `${JSON.stringify({ bench: name, at: new Date().toISOString(), machine: machine(), ...data }, null, 2)}\n`);
+  return file;
+}
+
+const benches: Record<string, (args: BenchArgs) => Promise<void>> = {
+  failover: failoverBench,
+};
+
+async function main(): Promise<void> {
+  const [name, ...rest] = process.argv.slice(2);
+  const flags = new Map<string, string>();
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (!a.startsWith('--')) throw new Error(`unexpected argument "${a}"`);
+    const next = rest[i + 1];
+    if (next === undefined || next.startsWith('--')) flags.set(a.slice(2), 'true');
+    else {
+      flags.set(a.slice(2), next);
+      i++;
+    }
+  }
+  const bench = name ? benches[name] : undefined;
+  if (!bench) {
+    process.stderr.write(`usage: npm run bench -- <${Object.keys(benches).join('|')}> [--json] [options]\n`);
+    process.exitCode = 2;
+    return;
+  }
+  await bench({ flags, json: flags.has('json') });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exitCode = 1;
+});
