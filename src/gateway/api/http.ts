@@ -92,7 +92,12 @@ export class Router {
       const m = route.pattern.exec(url.pathname)!;
       const params: Record<string, string> = {};
       route.names.forEach((n, i) => {
-        params[n] = decodeURIComponent(m[i + 1] ?? '');
+        const raw = m[i + 1] ?? '';
+        try {
+          params[n] = decodeURIComponent(raw);
+        } catch {
+          throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Path segment "${raw}" is not valid percent-encoding`);
+        }
       });
       const ctx: RouteContext = { req, params, query: url.searchParams, body: (check) => this.#readBody(req, check) };
       const out = await route.handler(ctx);
@@ -105,6 +110,8 @@ export class Router {
     } catch (err) {
       const e = toErrorBody(err);
       status = statusOf(e.code);
+      // The rest of an oversized body is never read, so the connection cannot carry another request.
+      if (e.code === 'FM_ERR_PAYLOAD_TOO_LARGE') res.setHeader('connection', 'close');
       if (e.code === 'FM_ERR_INTERNAL')
         this.#logger.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
       body = { ok: false, error: e };
