@@ -55,6 +55,12 @@ export async function waitFor<T>(
   }
 }
 
+/** The two nodes of the seed workflow: the Android phone and the Raspberry Pi with GPS. */
+export const seedNodes: NodeSpec[] = [
+  { id: 'android:device_a', name: 'Android Device A', platform: 'android' },
+  { id: 'rpi:device_b', name: 'Raspberry Pi B', platform: 'linux', capabilities: ['hardware:gps'], location: '37.7749,-122.4194' },
+];
+
 /** One gateway with its nodes, all real processes, for one test file. */
 export class Cluster {
   readonly root = mkdtempSync(join(tmpdir(), 'fm-test-'));

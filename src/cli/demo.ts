@@ -14,7 +14,8 @@ import { printJson } from './format.js';
 import { type Managed, startProcess } from './processes.js';
 import { formatTimeline } from './run.js';
 
-export const demoWorkflow: Workflow = {
+/** The seed workflow of the original design: redact on the phone, convert on the Pi. */
+export const seedWorkflow: Workflow = {
   workflow_id: 'offline_multinode_demo',
   steps: [
     {
@@ -29,6 +30,14 @@ export const demoWorkflow: Workflow = {
       tool_args: { value: 10, from_unit: 'miles', to_unit: 'km' },
       target: { kind: 'explicit', node_id: 'rpi:device_b' },
     },
+  ],
+};
+
+/** The seed workflow plus a capability-targeted step for the GPU box. */
+export const demoWorkflow: Workflow = {
+  ...seedWorkflow,
+  steps: [
+    ...seedWorkflow.steps,
     {
       step_id: 'inspect',
       tool_name: 'sys_info',

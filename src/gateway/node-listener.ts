@@ -63,7 +63,7 @@ export class NodeListener {
     // Frames past the limit but under this hard cap get an ERROR frame and the connection lives on; beyond it ws closes with 1009.
     this.#wss = new WebSocketServer({ server: this.#server, maxPayload: opts.maxFrameBytes * 4 });
     this.#wss.on('connection', (ws, req) => this.#accept(ws, req.socket.remoteAddress ?? 'unknown'));
-    // A node dropped for silence may keep a half-open socket until the close handshake gives up (30 s): its attempts move now.
+    // Only the live connection's loss fails its attempts (the registry ignores a replaced one); the tasks then migrate.
     registry.on('disconnected', (entry) => {
       const nodeId = entry.record.node_id;
       dispatcher.failNode(nodeId, { code: 'FM_ERR_CONNECTION_LOST', message: `Connection to node "${nodeId}" was lost`, retryable: true });
@@ -101,6 +101,7 @@ export class NodeListener {
       remoteAddress,
       send: (text) => ws.send(text),
       close: (code, reason) => ws.close(code, reason),
+      terminate: () => ws.terminate(),
     };
     const reject = (code: string, message: string, taskId?: string) => {
       this.stats.frames_rejected += 1;
@@ -119,6 +120,8 @@ export class NodeListener {
       const decoded = decodeFrame(raw, this.#opts.maxFrameBytes);
       if (!decoded.ok) {
         reject(decoded.error.code, decoded.error.message, decoded.task_id);
+        // A REGISTER over the frame limit can never succeed: tell the peer why and let it go rather than leave it hanging.
+        if (!entry && !registering && decoded.error.code === 'FM_ERR_FRAME_TOO_LARGE') ws.close(1008, decoded.error.code);
         return;
       }
       const frame = decoded.frame;
@@ -148,16 +151,15 @@ export class NodeListener {
     ws.on('error', (err) => this.#opts.logger.debug('node socket error', { error: err.message, node_id: entry?.record.node_id }));
     ws.on('close', (code, reason) => {
       if (!entry) return;
-      const nodeId = entry.record.node_id;
-      this.#opts.logger.info('node disconnected', { node_id: nodeId, code, reason: reason.toString() });
-      // Only the live connection's loss fails its attempts (through the registry's 'disconnected' event); a replaced one has none.
-      void this.#registry.disconnected(entry, conn);
+      this.#opts.logger.info('node disconnected', { node_id: entry.record.node_id, code, reason: reason.toString() });
+      void this.#registry.disconnected(entry.record.node_id, conn);
     });
   }
 
   async #register(ws: WebSocket, conn: NodeConnection, frame: Extract<Frame, { type: 'REGISTER' }>): Promise<NodeEntry | undefined> {
     const version = negotiateVersion(frame.versions, PROTOCOL_VERSIONS);
     if (version === undefined) {
+      this.stats.frames_rejected += 1;
       ws.send(
         encodeFrame('ERROR', {
           code: 'FM_ERR_PROTOCOL_VERSION',

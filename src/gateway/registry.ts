@@ -13,6 +13,8 @@ import { type NodeLoad, type NodeRecord, NodeStatus, type Store } from '../store
 export interface NodeConnection {
   send(text: string): void;
   close(code: number, reason: string): void;
+  /** Drops the socket at once, for a peer that no longer answers a close. */
+  terminate(): void;
   readonly remoteAddress: string;
 }
 
@@ -133,18 +135,22 @@ export class Registry extends EventEmitter<RegistryEvents> {
       last_seen: now.toISOString(),
     };
     await this.#store.upsertNode(record);
-    if (previous) this.#unindex(previous);
-    const entry: NodeEntry = {
-      record,
-      conn,
-      inFlight: previous?.inFlight ?? 0,
-      lastSeenMs: now.getTime(),
-      lastPicked: previous?.lastPicked ?? 0,
-      tools: toolMap(frame.tools),
-    };
-    this.#nodes.set(record.node_id, entry);
+    const tools = toolMap(frame.tools);
+    let entry: NodeEntry;
+    if (previous) {
+      // The same object lives on, so attempts still settling against it keep its in-flight count right.
+      this.#unindex(previous);
+      entry = previous;
+      entry.record = { ...record, status: previous.record.status };
+      entry.conn = conn;
+      entry.lastSeenMs = now.getTime();
+      entry.tools = tools;
+    } else {
+      entry = { record, conn, inFlight: 0, lastSeenMs: now.getTime(), lastPicked: 0, tools };
+      this.#nodes.set(record.node_id, entry);
+    }
     this.#index(entry);
-    if (previous && previous.record.status !== NodeStatus.Syncing) this.emit('status', entry, previous.record.status);
+    await this.#setStatus(entry, NodeStatus.Syncing);
     return entry;
   }
 
@@ -161,13 +167,16 @@ export class Registry extends EventEmitter<RegistryEvents> {
     if (entry.record.status === NodeStatus.Degraded) void this.#setStatus(entry, NodeStatus.Online);
   }
 
-  /** The connection closed: the node is OFFLINE at once, not after a timeout. */
-  async disconnected(entry: NodeEntry, conn: NodeConnection): Promise<void> {
-    // An older connection that a reconnect already replaced (its entry is no longer the node's) or a timeout already dropped.
-    if (entry.conn !== conn || this.#nodes.get(entry.record.node_id) !== entry) return;
+  /**
+   * The connection closed: the node is OFFLINE at once, not after a timeout.
+   * The close of an older connection that a reconnect already replaced changes nothing.
+   */
+  async disconnected(nodeId: string, conn: NodeConnection): Promise<void> {
+    const entry = this.#nodes.get(nodeId);
+    if (!entry || entry.conn !== conn) return;
     entry.conn = null;
-    await this.#setStatus(entry, NodeStatus.Offline);
     this.emit('disconnected', entry);
+    await this.#setStatus(entry, NodeStatus.Offline);
   }
 
   /** One health pass: silence past the thresholds degrades, then drops a node. */
@@ -182,8 +191,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
       if (silentFor > offlineAfterMs) {
         this.#opts.logger.warn('node timed out', { node_id: entry.record.node_id, silent_ms: silentFor });
         const conn = entry.conn;
-        conn.close(4008, 'heartbeat timeout');
-        void this.disconnected(entry, conn);
+        // A frozen peer never answers a close handshake, so the socket is dropped outright.
+        conn.terminate();
+        void this.disconnected(entry.record.node_id, conn);
       } else if (silentFor > degradedAfter && status === NodeStatus.Online) {
         void this.#setStatus(entry, NodeStatus.Degraded);
       }

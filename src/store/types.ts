@@ -108,10 +108,10 @@ export interface TaskRecord {
   created_at: string;
   updated_at: string;
   /** A repeated submission with this key returns this task. */
-  idempotency_key?: string | null;
-  options?: TaskOptions;
+  idempotency_key: string | null;
+  options: TaskOptions;
   /** When a queued task gives up waiting for its node. */
-  expires_at?: string | null;
+  expires_at: string | null;
 }
 
 export const RunStatus = {

@@ -110,6 +110,8 @@ export class Router {
     } catch (err) {
       const e = toErrorBody(err);
       status = statusOf(e.code);
+      // The rest of an oversized body is never read, so the connection cannot carry another request.
+      if (e.code === 'FM_ERR_PAYLOAD_TOO_LARGE') res.setHeader('connection', 'close');
       if (e.code === 'FM_ERR_INTERNAL')
         this.#logger.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
       body = { ok: false, error: e };

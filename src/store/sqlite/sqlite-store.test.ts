@@ -43,6 +43,9 @@ function task(overrides: Partial<TaskRecord> = {}): TaskRecord {
     result: null,
     created_at: '2025-01-01T00:00:00.000Z',
     updated_at: '2025-01-01T00:00:00.000Z',
+    idempotency_key: null,
+    options: {},
+    expires_at: null,
     ...overrides,
   };
 }
@@ -302,7 +305,7 @@ describe('SqliteStore', () => {
     const probe = new BetterSqlite3(file, { readonly: true });
     try {
       const applied = probe.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
-      expect(applied.map((m) => m.name)).toEqual(['0001_initial']);
+      expect(applied.map((m) => m.name)).toEqual(['0001_initial', '0002_task_options']);
     } finally {
       probe.close();
     }
@@ -311,5 +314,21 @@ describe('SqliteStore', () => {
   it('store - close is harmless when called twice', async () => {
     await store.close();
     await expect(store.close()).resolves.toBeUndefined();
+  });
+  it('store - idempotency keys find their task, options round-trip, and a key is unique', async () => {
+    const t = task({
+      task_id: 'task-key',
+      idempotency_key: 'order-42',
+      options: { retry: { max_attempts: 3, backoff_ms: 500 }, offline_behavior: { mode: 'queue', ttl_seconds: 60 } },
+    });
+    await store.insertTask(t);
+    expect(await store.getTaskByIdempotencyKey('order-42')).toEqual(t);
+    expect(await store.getTaskByIdempotencyKey('order-43')).toBeUndefined();
+    await expect(store.insertTask(task({ task_id: 'task-key-2', idempotency_key: 'order-42' }))).rejects.toThrow();
+    await store.updateTask('task-key', { status: 'queued', expires_at: '2030-01-01T00:00:00.000Z' });
+    const queued = await store.getTask('task-key');
+    expect(queued?.status).toBe('queued');
+    expect(queued?.expires_at).toBe('2030-01-01T00:00:00.000Z');
+    expect((await store.listUnfinishedTasks()).map((x) => x.task_id)).toContain('task-key');
   });
 });

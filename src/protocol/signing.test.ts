@@ -1,0 +1,123 @@
+// Tests for result evidence: canonical JSON, result hashes and Ed25519 signatures over task id, attempt, hash and timestamp.
+import { createHash, createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { canonicalJson, generateSigningKeys, loadSigningKeys, resultHash, signResult, verifyResult } from './signing.js';
+
+describe('signing - canonicalJson', () => {
+  it('signing - canonicalJson sorts object keys', () => {
+    expect(canonicalJson({ b: 1, a: 2, c: 3 })).toBe('{"a":2,"b":1,"c":3}');
+    expect(canonicalJson({ b: 1, a: 2 })).toBe(canonicalJson({ a: 2, b: 1 }));
+  });
+
+  it('signing - canonicalJson sorts keys at every depth and keeps array order', () => {
+    const value = { z: [{ y: 1, x: 2 }, 3, [{ b: true, a: null }]], a: { d: 'x', c: { f: 1, e: 2 } } };
+    expect(canonicalJson(value)).toBe('{"a":{"c":{"e":2,"f":1},"d":"x"},"z":[{"x":2,"y":1},3,[{"a":null,"b":true}]]}');
+  });
+
+  it('signing - canonicalJson has no whitespace and escapes like JSON', () => {
+    expect(canonicalJson({ 'key "q"': 'line\nbreak', ü: 'ß' })).toBe('{"key \\"q\\"":"line\\nbreak","ü":"ß"}');
+    expect(canonicalJson([1, 'two', false, null])).toBe('[1,"two",false,null]');
+  });
+
+  it('signing - canonicalJson leaves out undefined properties and writes undefined array items as null', () => {
+    expect(canonicalJson({ a: 1, gone: undefined })).toBe('{"a":1}');
+    expect(canonicalJson({ a: 1, gone: undefined })).toBe(canonicalJson({ a: 1 }));
+    expect(canonicalJson([1, undefined, 3])).toBe('[1,null,3]');
+    expect(canonicalJson(undefined)).toBe('null');
+  });
+
+  it('signing - canonicalJson matches what JSON.parse(JSON.stringify(x)) carries across the wire', () => {
+    const value = { n: Number.NaN, inf: Number.POSITIVE_INFINITY, neg: -0, big: 1e21, small: 1.5e-7, nested: { u: undefined } };
+    expect(canonicalJson(value)).toBe(canonicalJson(JSON.parse(JSON.stringify(value))));
+  });
+
+  it('signing - canonicalJson of primitives is their JSON', () => {
+    expect(canonicalJson(null)).toBe('null');
+    expect(canonicalJson('text')).toBe('"text"');
+    expect(canonicalJson(42)).toBe('42');
+    expect(canonicalJson(true)).toBe('true');
+    expect(canonicalJson({})).toBe('{}');
+    expect(canonicalJson([])).toBe('[]');
+  });
+});
+
+describe('signing - resultHash', () => {
+  it('signing - resultHash is sha256: and 64 lowercase hex digits', () => {
+    for (const value of [null, { a: 1 }, 'x', [], 0]) expect(resultHash(value)).toMatch(/^sha256:[0-9a-f]{64}$/);
+  });
+
+  it('signing - resultHash is the SHA-256 of the canonical JSON', () => {
+    const value = { b: [1, 2], a: 'x' };
+    const expected = createHash('sha256').update('{"a":"x","b":[1,2]}').digest('hex');
+    expect(resultHash(value)).toBe(`sha256:${expected}`);
+  });
+
+  it('signing - resultHash ignores key order and changes with any value', () => {
+    expect(resultHash({ a: 1, b: { c: 2, d: 3 } })).toBe(resultHash({ b: { d: 3, c: 2 }, a: 1 }));
+    expect(resultHash({ a: 1 })).not.toBe(resultHash({ a: 2 }));
+    expect(resultHash({ a: 1 })).not.toBe(resultHash({ a: '1' }));
+    expect(resultHash([1, 2])).not.toBe(resultHash([2, 1]));
+  });
+});
+
+describe('signing - signatures', () => {
+  const keys = loadSigningKeys(generateSigningKeys().privateKeyPem);
+  const taskId = 'task_01';
+  const attempt = 2;
+  const hash = resultHash({ value: 42 });
+  const timestamp = '2025-01-01T00:00:00.000Z';
+  const signature = signResult(keys.privateKey, taskId, attempt, hash, timestamp);
+
+  it('signing - generated keys are an Ed25519 PKCS#8 private key and its SPKI public key', () => {
+    const pair = generateSigningKeys();
+    expect(pair.privateKeyPem).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(pair.publicKeyPem).toContain('-----BEGIN PUBLIC KEY-----');
+    expect(createPrivateKey(pair.privateKeyPem).asymmetricKeyType).toBe('ed25519');
+    expect(loadSigningKeys(pair.privateKeyPem).publicKeyPem).toBe(pair.publicKeyPem);
+  });
+
+  it('signing - a signed result verifies with the public key', () => {
+    expect(signature).toMatch(/^[A-Za-z0-9+/]+=*$/);
+    expect(verifyResult(keys.publicKeyPem, taskId, attempt, hash, timestamp, signature)).toBe(true);
+  });
+
+  it('signing - the signature covers task id, attempt, hash and timestamp separated by newlines', () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const own = sign(null, Buffer.from(`${taskId}\n${attempt}\n${hash}\n${timestamp}`), privateKey).toString('base64');
+    expect(verifyResult(pem, taskId, attempt, hash, timestamp, own)).toBe(true);
+    expect(signResult(privateKey, taskId, attempt, hash, timestamp)).toBe(own);
+  });
+
+  it('signing - verification fails for a changed attempt', () => {
+    expect(verifyResult(keys.publicKeyPem, taskId, attempt + 1, hash, timestamp, signature)).toBe(false);
+  });
+
+  it('signing - verification fails for a changed task id', () => {
+    expect(verifyResult(keys.publicKeyPem, 'task_02', attempt, hash, timestamp, signature)).toBe(false);
+  });
+
+  it('signing - verification fails for a changed result hash', () => {
+    expect(verifyResult(keys.publicKeyPem, taskId, attempt, resultHash({ value: 43 }), timestamp, signature)).toBe(false);
+  });
+
+  it('signing - verification fails for a changed timestamp', () => {
+    expect(verifyResult(keys.publicKeyPem, taskId, attempt, hash, '2025-01-01T00:00:00.001Z', signature)).toBe(false);
+  });
+
+  it('signing - verification fails with another node key', () => {
+    const other = generateSigningKeys().publicKeyPem;
+    expect(verifyResult(other, taskId, attempt, hash, timestamp, signature)).toBe(false);
+  });
+
+  it('signing - a malformed key or signature fails verification instead of throwing', () => {
+    for (const pem of ['', 'not a key', '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n']) {
+      expect(verifyResult(pem, taskId, attempt, hash, timestamp, signature)).toBe(false);
+    }
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    expect(verifyResult(rsa, taskId, attempt, hash, timestamp, signature)).toBe(false);
+    for (const sig of ['', 'not base64!', Buffer.alloc(64).toString('base64'), signature.slice(0, 20)]) {
+      expect(verifyResult(keys.publicKeyPem, taskId, attempt, hash, timestamp, sig)).toBe(false);
+    }
+  });
+});
