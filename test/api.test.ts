@@ -19,12 +19,13 @@ const RUN_RESULT_KEYS = [
   'run_id',
   'status',
   'timeline',
+  'trace_id',
   'verified',
   'workflow_id',
 ];
 const TIMELINE_KEYS = ['attempts', 'duration_ms', 'node', 'node_id', 'ok', 'result_hash', 'step', 'task_id', 'timestamp', 'verified'];
 const BUILTIN_TOOLS = ['pii_redact', 'summarize', 'sys_info', 'unit_convert'];
-const ALL_TOOLS = ['big_output', 'fail_on_node', 'fail_with', 'pii_redact', 'slow_echo', 'summarize', 'sys_info', 'unit_convert'];
+const ALL_TOOLS = ['big_output', 'fail_on_node', 'fail_with', 'pii_redact', 'slow_echo', 'summarize', 'sys_info', 'unit_convert', 'web_fetch'];
 
 const keys = (value: object) => Object.keys(value).sort();
 const post = (api: string, path: string, body?: unknown) => http(api, 'POST', path, body === undefined ? undefined : JSON.stringify(body));
@@ -73,11 +74,17 @@ describe('api', () => {
       '/v1/tasks': ['post'],
       '/v1/tasks/{task_id}': ['get'],
       '/v1/tasks/{task_id}/cancel': ['post'],
+      '/v1/workflows': ['get'],
       '/v1/workflows/run': ['post'],
+      '/v1/workflows/{workflow_id}': ['get', 'put'],
+      '/v1/workflows/{workflow_id}/runs': ['post'],
+      '/v1/runs': ['get'],
       '/v1/runs/{run_id}': ['get'],
+      '/v1/runs/{run_id}/cancel': ['post'],
+      '/v1/runs/{run_id}/audit': ['get'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
-    for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods);
+    for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());
 
     const bodyRequired: Record<string, string[]> = {
       '/v1/tool_call': ['tool_name'],
@@ -621,7 +628,7 @@ describe('api', () => {
     const run = await c.gateway.client.getRun(r.run_id);
     expect(run).toMatchObject({
       status: 'failed',
-      steps: { redact: { status: 'succeeded' }, read_gps: { status: 'failed' }, convert: { status: 'pending', task_id: null } },
+      steps: { redact: { status: 'succeeded' }, read_gps: { status: 'failed' }, convert: { status: 'skipped', task_id: null } },
     });
 
     const typed = await c.gateway.client.runWorkflow(workflow);

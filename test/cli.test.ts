@@ -231,7 +231,12 @@ describe('cli', () => {
     writeFileSync(file, JSON.stringify(seedWorkflow, null, 2));
     const r = await runCli(['run', file, ...api]);
     expect(r.code, r.stderr).toBe(0);
-    const lines = r.stdout.trimEnd().split('\n');
+    const all = r.stdout.trimEnd().split('\n');
+    expect(all[0]).toMatch(/^run \S+ of offline_multinode_demo$/);
+    // Live progress: each step is seen running, then done.
+    expect(r.stdout).toMatch(/\n {2}redact\s+done in \d+ ms on Android Device A\n/);
+    expect(r.stdout).toMatch(/\n {2}convert\s+done in \d+ ms on Raspberry Pi B\n/);
+    const lines = all.slice(all.findIndex((l) => l.startsWith('workflow ')));
     expect(lines[0]).toMatch(/^workflow offline_multinode_demo {2}run \S+ {2}ok {2}verified=true degraded=false {2}\d+ ms$/);
     expect(lines[1]).toMatch(/^STEP\s+NODE\s+NODE ID\s+TIMESTAMP\s+DURATION\s+ATTEMPTS\s+VERIFIED\s+RESULT$/);
     const redact = lines.find((l) => l.startsWith('redact '));
@@ -282,7 +287,9 @@ describe('cli', () => {
     );
     const r = await runCli(['run', failing, ...api]);
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/^workflow fails {2}run \S+ {2}FAILED/);
+    expect(r.stdout).toMatch(/^run \S+ of fails\n/);
+    expect(r.stdout).toMatch(/ {2}broken\s+failed: FM_ERR_EXECUTION/);
+    expect(r.stdout).toMatch(/\nworkflow fails {2}run \S+ {2}FAILED/);
     expect(r.stdout).toMatch(/\nbroken\s+Raspberry Pi B\s+rpi:device_b\s.*failed\n/);
     expect(r.stdout).toContain('error FM_ERR_STEP_FAILED: Step "broken" failed');
 
@@ -299,8 +306,8 @@ describe('cli', () => {
     for (const name of ['Android Device A', 'Raspberry Pi B', 'GPU Box']) expect(r.stdout).toContain(name);
     expect(r.stdout).toMatch(/\nredact\s+Android Device A\s+android:device_a\s/);
     expect(r.stdout).toMatch(/\nconvert\s+Raspberry Pi B\s+rpi:device_b\s/);
-    expect(r.stdout).toMatch(/\ninspect\s+GPU Box\s+local:gpu_box\s/);
-    expect(r.stdout).toContain('execution path: android:device_a → rpi:device_b → local:gpu_box');
+    expect(r.stdout).toMatch(/\nsummarize\s+GPU Box\s+local:gpu_box\s/);
+    expect(r.stdout).toMatch(/ {2}summarize\s+done in \d+ ms on GPU Box/);
     const json = r.stdout.slice(r.stdout.indexOf('result:\n') + 'result:\n'.length);
     const result = JSON.parse(json) as WorkflowRunResult;
     expect(r.stdout).toContain('"ok": true');
@@ -308,7 +315,17 @@ describe('cli', () => {
       ok: true,
       workflow_id: 'offline_multinode_demo',
       verified: true,
-      outputs: { redact: { redacted_text: 'Email me at [EMAIL]' }, convert: { value: 16.09344, unit: 'km' } },
+      outputs: { convert: { value: 16.09344, unit: 'km' } },
     });
+    // The summary is built from the redacted text that the first step passed on.
+    const redacted = (result.outputs.redact as { redacted_text: string }).redacted_text;
+    expect(redacted).toContain('Email me at [EMAIL]');
+    const summary = (result.outputs.summarize as { summary: string }).summary;
+    expect(summary.length).toBeGreaterThan(0);
+    expect(redacted).toContain(summary.split('. ')[0]!);
+    expect(summary).not.toContain('john@example.com');
+    // convert ran in parallel with redact: it started before redact finished.
+    const t = Object.fromEntries(result.timeline.map((e) => [e.step, e]));
+    expect(Date.parse(t.convert!.timestamp)).toBeLessThan(Date.parse(t.redact!.timestamp) + t.redact!.duration_ms);
   }, 90_000);
 });

@@ -69,9 +69,16 @@ export class Cluster {
 
   #gatewayArgs: string[] = [];
 
-  async startGateway(extraArgs: string[] = [], addresses: { api?: string; listen?: string } = {}): Promise<GatewayHandle> {
+  #gatewayEnv: NodeJS.ProcessEnv = {};
+
+  async startGateway(
+    extraArgs: string[] = [],
+    addresses: { api?: string; listen?: string } = {},
+    env: NodeJS.ProcessEnv = this.#gatewayEnv,
+  ): Promise<GatewayHandle> {
     const dataDir = join(this.root, 'gateway');
     this.#gatewayArgs = extraArgs;
+    this.#gatewayEnv = env;
     const { managed, ready } = await startProcess(
       [
         'gateway',
@@ -84,7 +91,7 @@ export class Cluster {
         ...extraArgs,
       ],
       'gateway ready',
-      { cliPath },
+      { cliPath, env },
     );
     this.procs.push(managed);
     const api = String(ready.api);

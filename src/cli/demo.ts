@@ -12,7 +12,7 @@ import { FieldmeshClient } from '../client/index.js';
 import type { Workflow } from '../protocol/api.js';
 import { printJson } from './format.js';
 import { type Managed, startProcess } from './processes.js';
-import { formatTimeline } from './run.js';
+import { followRun, formatTimeline } from './run.js';
 
 /** The seed workflow of the original design: redact on the phone, convert on the Pi. */
 export const seedWorkflow: Workflow = {
@@ -33,16 +33,36 @@ export const seedWorkflow: Workflow = {
   ],
 };
 
-/** The seed workflow plus a capability-targeted step for the GPU box. */
+/**
+ * The demo: the seed's redaction on the phone feeds a summary on the GPU box
+ * (data passed by template), while the Pi converts units in a parallel branch.
+ */
 export const demoWorkflow: Workflow = {
-  ...seedWorkflow,
+  workflow_id: 'offline_multinode_demo',
   steps: [
-    ...seedWorkflow.steps,
     {
-      step_id: 'inspect',
-      tool_name: 'sys_info',
-      tool_args: {},
-      target: { kind: 'capability', required_capabilities: ['tool:sys_info', 'gpu:available'] },
+      step_id: 'redact',
+      tool_name: 'pii_redact',
+      tool_args: {
+        text:
+          'Email me at john@example.com about pump 4. The pump at the north site lost pressure twice this week. ' +
+          'Call +1 415 555 2671 before Friday. A technician should replace the seal and check the intake filter.',
+      },
+      target: { kind: 'explicit', node_id: 'android:device_a' },
+    },
+    {
+      step_id: 'convert',
+      tool_name: 'unit_convert',
+      tool_args: { value: 10, from_unit: 'miles', to_unit: 'km' },
+      target: { kind: 'explicit', node_id: 'rpi:device_b' },
+      depends_on: [],
+    },
+    {
+      step_id: 'summarize',
+      tool_name: 'summarize',
+      tool_args: { text: '{{steps.redact.output.redacted_text}}', max_sentences: 2 },
+      target: { kind: 'capability', required_capabilities: ['gpu:available'] },
+      depends_on: ['redact'],
     },
   ],
 };
@@ -97,7 +117,12 @@ export async function runDemo(log: (line: string) => void = (l) => process.stdou
       await new Promise((r) => setTimeout(r, 50));
     }
     log('');
-    const result = await client.runWorkflow(demoWorkflow);
+    const runId = await client.startWorkflow(demoWorkflow);
+    log(`run ${runId}: redact → summarize, with convert in parallel`);
+    const run = await followRun(client, runId, log);
+    const result = run.result;
+    if (!result) throw new Error(`run ${runId} ended without a result`);
+    log('');
     log(formatTimeline(result));
     log('');
     log('result:');

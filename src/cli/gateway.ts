@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { createLogger, type LogLevel } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
-import { intOption } from './format.js';
+import { collect, intOption } from './format.js';
 
 export function gatewayCommand(program: Command): void {
   program
@@ -19,6 +19,13 @@ export function gatewayCommand(program: Command): void {
     .option('--default-timeout-ms <ms>', 'time limit of calls that name none', intOption)
     .option('--max-attempts <n>', 'attempts across nodes for local and capability targets', intOption)
     .option('--placement-timeout-ms <ms>', 'how long a task waits for an eligible node to come online', intOption)
+    .option('--env-allow <name>', 'environment variable workflows may read as {{env.NAME}} (repeatable)', collect, [])
+    .option(
+      '--egress-tool <name>',
+      'tool that sends data off the mesh, for privacy_strict (repeatable; default summarize, upload_result)',
+      collect,
+    )
+    .option('--run-retention-ms <ms>', 'prune finished workflow runs older than this', intOption)
     .option('--log-level <level>', 'debug | info | warn | error | silent', process.env.FIELDMESH_LOG_LEVEL ?? 'info')
     .action(async (o) => {
       const gateway = await Gateway.start({
@@ -33,6 +40,9 @@ export function gatewayCommand(program: Command): void {
         defaultTimeoutMs: o.defaultTimeoutMs,
         maxAttempts: o.maxAttempts,
         placementTimeoutMs: o.placementTimeoutMs,
+        envAllow: o.envAllow,
+        egressTools: o.egressTool,
+        runRetentionMs: o.runRetentionMs,
         logger: createLogger(o.logLevel as LogLevel),
       });
       const stop = () => {

@@ -3,10 +3,22 @@
  * use it as `new FieldmeshClient({ baseUrl })`.
  */
 import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+/** One line of `GET /v1/runs`. */
+export interface RunSummary {
+  run_id: string;
+  workflow_id: string;
+  status: string;
+  created_at: string;
+  updated_at: string;
+  steps: number;
+}
+
 import type {
+  AuditEntry,
   NodeCapabilities,
   NodeHealth,
   NodeView,
+  RunView,
   TaskView,
   ToolCallBody,
   ToolCallResult,
@@ -96,8 +108,54 @@ export class FieldmeshClient {
     return this.#request('POST', '/v1/workflows/run', body, (b) => typeof b === 'object' && b !== null && 'run_id' in b);
   }
 
-  getRun(runId: string): Promise<Record<string, unknown>> {
+  /** Starts a workflow run without waiting; follow it with getRun. */
+  async startWorkflow(workflow: Workflow, input?: Record<string, unknown>): Promise<string> {
+    const body: Record<string, unknown> = { workflow };
+    if (input !== undefined) body.input = input;
+    return (await this.#request<{ run_id: string }>('POST', '/v1/workflows/run?async=true', body)).run_id;
+  }
+
+  getRun(runId: string): Promise<RunView> {
     return this.#request('GET', `/v1/runs/${encodeURIComponent(runId)}`);
+  }
+
+  async listRuns(filter: { workflow_id?: string; status?: string } = {}): Promise<RunSummary[]> {
+    const q = new URLSearchParams();
+    if (filter.workflow_id) q.set('workflow_id', filter.workflow_id);
+    if (filter.status) q.set('status', filter.status);
+    const qs = q.toString();
+    return (await this.#request<{ runs: RunSummary[] }>('GET', `/v1/runs${qs ? `?${qs}` : ''}`)).runs;
+  }
+
+  cancelRun(runId: string): Promise<RunView> {
+    return this.#request('POST', `/v1/runs/${encodeURIComponent(runId)}/cancel`);
+  }
+
+  async runAudit(runId: string): Promise<AuditEntry[]> {
+    return (await this.#request<{ entries: AuditEntry[] }>('GET', `/v1/runs/${encodeURIComponent(runId)}/audit`)).entries;
+  }
+
+  putWorkflow(workflow: Workflow): Promise<{ workflow_id: string; version: number; updated_at: string }> {
+    return this.#request('PUT', `/v1/workflows/${encodeURIComponent(workflow.workflow_id)}`, workflow);
+  }
+
+  async listWorkflows(): Promise<{ workflow_id: string; version: number; steps: number; updated_at: string }[]> {
+    return (
+      await this.#request<{ workflows: { workflow_id: string; version: number; steps: number; updated_at: string }[] }>(
+        'GET',
+        '/v1/workflows',
+      )
+    ).workflows;
+  }
+
+  /** Runs a saved workflow; `async` answers at once with its run id. */
+  runSavedWorkflow(workflowId: string, input?: Record<string, unknown>): Promise<WorkflowRunResult> {
+    return this.#request(
+      'POST',
+      `/v1/workflows/${encodeURIComponent(workflowId)}/runs`,
+      { input: input ?? {} },
+      (b) => typeof b === 'object' && b !== null && 'run_id' in b,
+    );
   }
 
   openapi(): Promise<Record<string, unknown>> {

@@ -39,6 +39,8 @@ export const ErrorCodes = {
   FM_ERR_GATEWAY_IDENTITY: { status: 495, retryable: false, message: 'Gateway certificate does not match the pinned one' },
   FM_ERR_INVALID_OPTION: { status: 400, retryable: false, message: 'Invalid option' },
   FM_ERR_INVALID_WORKFLOW: { status: 400, retryable: false, message: 'Workflow is invalid' },
+  FM_ERR_POLICY_VIOLATION: { status: 400, retryable: false, message: 'Workflow violates one of its policies' },
+  FM_ERR_WORKFLOW_NOT_FOUND: { status: 404, retryable: false, message: 'Workflow not found' },
   FM_ERR_STEP_FAILED: { status: 502, retryable: false, message: 'Workflow step failed' },
   FM_ERR_UNAVAILABLE: { status: 503, retryable: true, message: 'Gateway is unavailable' },
   FM_ERR_INTERNAL: { status: 500, retryable: false, message: 'Internal error' },

@@ -33,6 +33,8 @@ export interface TaskRequest {
   idempotency_key?: string | undefined;
   run_id?: string | undefined;
   step_id?: string | undefined;
+  /** A task id chosen by the caller (a workflow records it before the task exists). */
+  task_id?: string | undefined;
 }
 
 export interface DispatcherOptions {
@@ -52,6 +54,8 @@ interface AttemptOutcome {
   verify_error?: string;
   result_hash: string | null;
   duration_ms: number | null;
+  node_signature?: string;
+  signed_at?: string;
 }
 
 interface PendingAttempt {
@@ -169,7 +173,7 @@ export class Dispatcher {
     }
     const now = new Date().toISOString();
     const task: TaskRecord = {
-      task_id: newId('task'),
+      task_id: req.task_id ?? newId('task'),
       run_id: req.run_id ?? null,
       step_id: req.step_id ?? null,
       tool_name: req.tool_name,
@@ -245,8 +249,8 @@ export class Dispatcher {
   async resumeUnfinished(): Promise<number> {
     let n = 0;
     for (const task of await this.#store.listUnfinishedTasks()) {
-      // A fan-out child is resumed by its parent.
-      if ((task.options as StoredOptions | undefined)?.parent_task_id) continue;
+      // A fan-out child is resumed by its parent, a workflow step by its run.
+      if ((task.options as StoredOptions | undefined)?.parent_task_id || task.run_id) continue;
       n += 1;
       void this.execute(task);
     }
@@ -289,6 +293,34 @@ export class Dispatcher {
     // A fan-out parent cancels its children too.
     for (const [id, child] of this.#active) if (id.startsWith(`${taskId}.`)) this.#cancelActive(id, child);
     return done;
+  }
+
+  /** Checks a result against the output_schema its node advertised for the tool (schema_strict workflows). */
+  checkOutput(toolName: string, nodeId: string | null, output: unknown): void {
+    const descriptor =
+      (nodeId ? this.#registry.get(nodeId)?.tools.get(toolName) : undefined) ?? this.#descriptorFor(toolName, { kind: 'local' });
+    if (!descriptor) return;
+    const validate = this.#compile(descriptor.output_schema);
+    if (validate && !validate(output)) {
+      const e = validate.errors?.[0];
+      throw new FieldmeshError(
+        'FM_ERR_INVALID_OUTPUT',
+        `Output of tool "${toolName}" does not match its output_schema: output${e?.instancePath ?? ''} ${e?.message ?? 'is invalid'}`,
+        {
+          details: { tool_name: toolName },
+        },
+      );
+    }
+  }
+
+  /** Checks arguments against the input_schema of the tool on some node that offers it. */
+  checkArgs(toolName: string, target: Target, args: unknown): void {
+    this.#validateArgs(toolName, target, args);
+  }
+
+  /** The tool descriptor some node in the mesh advertises. */
+  describeTool(toolName: string, target: Target = { kind: 'local' }) {
+    return this.#descriptorFor(toolName, target);
   }
 
   onAck(_entry: NodeEntry, frame: TaskAckFrame): void {
@@ -425,6 +457,10 @@ export class Dispatcher {
       record.duration_ms = outcome.duration_ms ?? Date.now() - Date.parse(record.started_at);
       record.verified = outcome.result_hash ? outcome.verified : null;
       record.result_hash = outcome.result_hash;
+      if (outcome.node_signature) {
+        record.node_signature = outcome.node_signature;
+        record.signed_at = outcome.signed_at ?? null;
+      }
       if (outcome.result_hash && !outcome.verified) verifiedAll = false;
       last = outcome;
       lastNode = entry.record.node_id;
@@ -809,19 +845,24 @@ export class Dispatcher {
     }
   }
 
-  #checkArgs(toolName: string, schema: Record<string, unknown>, args: unknown): void {
+  #compile(schema: Record<string, unknown>): ValidateFunction | undefined {
     const cacheKey = JSON.stringify(schema);
     let validate = this.#validators.get(cacheKey);
     if (!validate) {
       try {
         validate = this.#ajv.compile(schema);
       } catch {
-        return; // a node advertised a schema Ajv cannot compile; the node checks its own arguments
+        return undefined; // a node advertised a schema Ajv cannot compile; the node checks its own data
       }
       if (this.#validators.size > 1000) this.#validators.clear();
       this.#validators.set(cacheKey, validate);
     }
-    if (!validate(args)) {
+    return validate;
+  }
+
+  #checkArgs(toolName: string, schema: Record<string, unknown>, args: unknown): void {
+    const validate = this.#compile(schema);
+    if (validate && !validate(args)) {
       const e = validate.errors?.[0];
       const where = e ? `tool_args${e.instancePath}` : 'tool_args';
       throw new FieldmeshError('FM_ERR_INVALID_ARGS', `Invalid arguments for tool "${toolName}": ${where} ${e?.message ?? 'is invalid'}`, {

@@ -32,6 +32,7 @@ export class Gateway {
   readonly #listener: NodeListener;
   readonly #http: Server;
   #stopped = false;
+  #pruneTimer: NodeJS.Timeout | undefined;
 
   private constructor(options: CompiledGatewayOptions, store: Store, listener: (g: Gateway) => NodeListener) {
     this.options = options;
@@ -51,7 +52,11 @@ export class Gateway {
       placementTimeoutMs: options.placementTimeoutMs,
       logger: options.logger,
     });
-    this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, options.logger);
+    this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, {
+      logger: options.logger,
+      envAllow: options.envAllow,
+      egressTools: options.egressTools,
+    });
     this.#listener = listener(this);
     const router = new Router(options.maxBodyBytes, options.logger);
     registerRoutes(router, {
@@ -105,6 +110,10 @@ export class Gateway {
       gateway.registry.startSweeps();
       const resumed = await gateway.dispatcher.resumeUnfinished();
       if (resumed > 0) options.logger.info('resuming unfinished tasks', { count: resumed });
+      await gateway.workflows.resumeRunning();
+      await gateway.#prune();
+      gateway.#pruneTimer = setInterval(() => void gateway.#prune(), Math.min(3600_000, options.runRetentionMs));
+      gateway.#pruneTimer.unref();
     } catch (err) {
       await gateway.stop();
       throw err;
@@ -122,6 +131,7 @@ export class Gateway {
     if (this.#stopped) return;
     this.#stopped = true;
     this.registry.stopSweeps();
+    if (this.#pruneTimer) clearInterval(this.#pruneTimer);
     this.dispatcher.stop();
     await new Promise<void>((resolve) => {
       this.#http.close(() => resolve());
@@ -131,5 +141,15 @@ export class Gateway {
     await this.#listener.close();
     await this.store.close();
     this.#logger.info('gateway stopped');
+  }
+
+  /** Drops finished runs past the retention age, with their tasks and audit entries. */
+  async #prune(): Promise<void> {
+    try {
+      const n = await this.store.pruneRuns(new Date(Date.now() - this.options.runRetentionMs).toISOString());
+      if (n > 0) this.#logger.info('pruned old workflow runs', { count: n });
+    } catch (err) {
+      this.#logger.error('could not prune workflow runs', { error: String(err) });
+    }
   }
 }

@@ -28,6 +28,12 @@ export interface GatewayOptions {
   resultGraceMs?: number;
   /** How long a task waits for an eligible node to come (back) online before it fails. @default 15000 */
   placementTimeoutMs?: number;
+  /** Environment variables workflows may read as `{{env.NAME}}`. @default [] */
+  envAllow?: string[];
+  /** Tools that send data off the mesh, for the privacy_strict policy. @default ["summarize", "upload_result"] */
+  egressTools?: string[];
+  /** Finished workflow runs older than this are pruned with their tasks. @default 604800000 (7 days) */
+  runRetentionMs?: number;
   /** Identifier in WELCOME frames and logs. @default "gateway:main" */
   gatewayId?: string;
   logger?: Logger;
@@ -46,6 +52,9 @@ export interface CompiledGatewayOptions {
   maxAttempts: number;
   resultGraceMs: number;
   placementTimeoutMs: number;
+  envAllow: string[];
+  egressTools: string[];
+  runRetentionMs: number;
   gatewayId: string;
   logger: Logger;
 }
@@ -58,6 +67,17 @@ function positiveInt(name: string, value: number | undefined, fallback: number, 
     });
   }
   return value;
+}
+
+function names(name: string, values: string[]): string[] {
+  for (const v of values) {
+    if (typeof v !== 'string' || !/^[A-Za-z_][A-Za-z0-9_.:-]*$/.test(v)) {
+      throw new FieldmeshError('FM_ERR_INVALID_OPTION', `gateway.${name}: ${JSON.stringify(v)} is not a valid name`, {
+        details: { option: `gateway.${name}`, value: v },
+      });
+    }
+  }
+  return [...new Set(values)];
 }
 
 export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayOptions {
@@ -89,6 +109,9 @@ export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayO
     maxAttempts: positiveInt('maxAttempts', options.maxAttempts, 3, 1, 100),
     resultGraceMs: positiveInt('resultGraceMs', options.resultGraceMs, 1000, 0, 600_000),
     placementTimeoutMs: positiveInt('placementTimeoutMs', options.placementTimeoutMs, 15_000, 0, 3_600_000),
+    envAllow: names('envAllow', options.envAllow ?? []),
+    egressTools: names('egressTools', options.egressTools ?? ['summarize', 'upload_result']),
+    runRetentionMs: positiveInt('runRetentionMs', options.runRetentionMs, 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
     gatewayId: options.gatewayId ?? 'gateway:main',
     logger: options.logger ?? createLogger(),
   };

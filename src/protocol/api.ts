@@ -89,10 +89,18 @@ export const TaskView = Type.Object({
 });
 export type TaskView = Static<typeof TaskView>;
 
+const StepId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' });
+
 export const WorkflowStep = Type.Object(
   {
-    step_id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' }),
+    step_id: StepId,
     ...callFields,
+    depends_on: Type.Optional(
+      Type.Array(StepId, { maxItems: 1000, description: 'Steps this one waits for; without it, the step before (sequential order)' }),
+    ),
+    on_failure: Type.Optional(
+      Type.Union([Type.Literal('fail'), Type.Literal('continue')], { description: '"continue" lets the run go on when this step fails' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -103,10 +111,52 @@ export const Workflow = Type.Object(
     workflow_id: Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9_.-]+$' }),
     description: Type.Optional(Type.String({ maxLength: 4096 })),
     steps: Type.Array(WorkflowStep, { minItems: 1, maxItems: 1000 }),
+    policies: Type.Optional(
+      Type.Array(
+        Type.Union([
+          Type.Literal('schema_strict'),
+          Type.Literal('privacy_strict'),
+          Type.Literal('offline_capable'),
+          Type.Literal('audit_full'),
+        ]),
+        { maxItems: 8, description: 'Checked before the run starts; a violation rejects the run' },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
 export type Workflow = Static<typeof Workflow>;
+
+export const SavedWorkflowRunBody = Type.Object(
+  { input: Type.Optional(Type.Record(Type.String(), Json)) },
+  { additionalProperties: false },
+);
+export type SavedWorkflowRunBody = Static<typeof SavedWorkflowRunBody>;
+
+export const StepState = Type.Object({
+  status: Type.Union([
+    Type.Literal('waiting'),
+    Type.Literal('running'),
+    Type.Literal('succeeded'),
+    Type.Literal('failed'),
+    Type.Literal('skipped'),
+    Type.Literal('cancelled'),
+  ]),
+  task_id: Type.Union([Type.String(), Type.Null()]),
+  node_id: Type.Union([Type.String(), Type.Null()]),
+  node: Type.Union([Type.String(), Type.Null()]),
+  started_at: Type.Union([Type.String(), Type.Null()]),
+  finished_at: Type.Union([Type.String(), Type.Null()]),
+  duration_ms: Type.Union([Type.Number(), Type.Null()]),
+  attempts: Type.Integer(),
+  verified: Type.Boolean(),
+  degraded: Type.Boolean(),
+  result_hash: Type.Union([Type.String(), Type.Null()]),
+  execution_path: Type.Array(Type.String()),
+  output: Type.Optional(Json),
+  error: Type.Optional(ErrorBodySchema),
+});
+export type StepState = Static<typeof StepState>;
 
 export const WorkflowRunBody = Type.Object(
   { workflow: Workflow, input: Type.Optional(Type.Record(Type.String(), Json)) },
@@ -131,6 +181,7 @@ export type TimelineEntry = Static<typeof TimelineEntry>;
 export const WorkflowRunResult = Type.Object({
   ok: Type.Boolean(),
   run_id: Type.String(),
+  trace_id: Type.String(),
   workflow_id: Type.String(),
   status: Type.String(),
   verified: Type.Boolean(),
@@ -142,6 +193,37 @@ export const WorkflowRunResult = Type.Object({
   error: Type.Optional(ErrorBodySchema),
 });
 export type WorkflowRunResult = Static<typeof WorkflowRunResult>;
+
+export const RunView = Type.Object({
+  ok: Type.Literal(true),
+  run_id: Type.String(),
+  trace_id: Type.String(),
+  workflow_id: Type.String(),
+  workflow: Json,
+  status: Type.String(),
+  input: Json,
+  steps: Type.Record(Type.String(), StepState),
+  timeline: Type.Array(TimelineEntry),
+  result: Type.Union([WorkflowRunResult, Type.Null()]),
+  created_at: Type.String(),
+  updated_at: Type.String(),
+});
+export type RunView = Static<typeof RunView>;
+
+export const AuditEntry = Type.Object({
+  run_id: Type.String(),
+  step: Type.String(),
+  task_id: Type.String(),
+  attempt: Type.Integer(),
+  node_id: Type.String(),
+  input_hash: Type.String(),
+  output_hash: Type.Union([Type.String(), Type.Null()]),
+  node_signature: Type.Union([Type.String(), Type.Null()]),
+  signed_at: Type.Union([Type.String(), Type.Null()]),
+  verified: Type.Boolean(),
+  recorded_at: Type.String(),
+});
+export type AuditEntry = Static<typeof AuditEntry>;
 
 export const NodeView = Type.Object({
   node_id: Type.String(),

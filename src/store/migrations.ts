@@ -107,7 +107,47 @@ const taskOptions: Migration = {
   },
 };
 
+/** Workflows: trace ids on runs, saved workflows, and the audit log of audit_full runs. */
+const workflows: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      const cols = await sql<{ name: string }>`SELECT name FROM pragma_table_info('runs')`.execute(trx);
+      if (!cols.rows.some((r) => r.name === 'trace_id')) {
+        await trx.schema
+          .alterTable('runs')
+          .addColumn('trace_id', 'text', (c) => c.notNull().defaultTo(''))
+          .execute();
+      }
+      await trx.schema
+        .createTable('workflows')
+        .ifNotExists()
+        .addColumn('workflow_id', 'text', (c) => c.primaryKey())
+        .addColumn('workflow', 'text', (c) => c.notNull())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await trx.schema
+        .createTable('audit_log')
+        .ifNotExists()
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('run_id', 'text', (c) => c.notNull())
+        .addColumn('entry', 'text', (c) => c.notNull())
+        .execute();
+      await trx.schema.createIndex('audit_log_run_id_idx').ifNotExists().on('audit_log').column('run_id').execute();
+      await trx.schema.createIndex('runs_updated_at_idx').ifNotExists().on('runs').column('updated_at').execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('audit_log').ifExists().execute();
+    await db.schema.dropTable('workflows').ifExists().execute();
+    await sql`DROP INDEX IF EXISTS runs_updated_at_idx`.execute(db);
+    await db.schema.alterTable('runs').dropColumn('trace_id').execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
+  '0003_workflows': workflows,
 };

@@ -69,6 +69,9 @@ export interface AttemptRecord {
   duration_ms: number | null;
   verified: boolean | null;
   result_hash: string | null;
+  /** The node's Ed25519 signature over the result, and the timestamp it signed. */
+  node_signature?: string | null;
+  signed_at?: string | null;
 }
 
 /** What a finished task produced, as the API returns it. */
@@ -124,6 +127,8 @@ export type RunStatus = (typeof RunStatus)[keyof typeof RunStatus];
 
 export interface RunRecord {
   run_id: string;
+  /** One id for everything the run caused, for tracing across the gateway and nodes. */
+  trace_id: string;
   workflow_id: string;
   workflow: JsonValue;
   input: JsonValue;
@@ -132,6 +137,15 @@ export interface RunRecord {
   steps: Record<string, JsonValue>;
   timeline: JsonValue[];
   result: JsonValue | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A saved workflow; every PUT makes a new version. */
+export interface WorkflowRecord {
+  workflow_id: string;
+  workflow: JsonValue;
+  version: number;
   created_at: string;
   updated_at: string;
 }
@@ -172,4 +186,13 @@ export interface Store {
   updateRun(runId: string, patch: RunPatch): Promise<void>;
   getRun(runId: string): Promise<RunRecord | undefined>;
   listRuns(filter?: { workflow_id?: string; status?: RunStatus }): Promise<RunRecord[]>;
+  /** Deletes finished runs last updated before the cutoff, with their tasks and audit entries; returns how many runs. */
+  pruneRuns(finishedBefore: string): Promise<number>;
+
+  putWorkflow(workflowId: string, workflow: JsonValue): Promise<WorkflowRecord>;
+  getWorkflow(workflowId: string): Promise<WorkflowRecord | undefined>;
+  listWorkflows(): Promise<WorkflowRecord[]>;
+
+  appendAudit(runId: string, entry: JsonValue): Promise<void>;
+  listAudit(runId: string): Promise<JsonValue[]>;
 }

@@ -8,17 +8,21 @@ import {
   NodeHealth,
   NodeList,
   type NodeView,
+  RunView,
+  SavedWorkflowRunBody,
   TaskAccepted,
   TaskView,
   ToolCallBody,
   ToolCallResult,
+  Workflow,
   WorkflowRunBody,
   WorkflowRunResult,
 } from '../../protocol/api.js';
-import { NodeStatus, type Store, type TaskRecord } from '../../store/types.js';
+import type { JsonValue } from '../../protocol/json.js';
+import { NodeStatus, type RunRecord, RunStatus, type Store, type TaskRecord } from '../../store/types.js';
 import type { Dispatcher } from '../dispatcher.js';
 import type { NodeEntry, Registry } from '../registry.js';
-import type { WorkflowEngine } from '../workflows.js';
+import { compileWorkflow, type WorkflowEngine } from '../workflows.js';
 import { checker, type Router, reply } from './http.js';
 import { buildOpenApi } from './openapi.js';
 
@@ -222,28 +226,174 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
     handler: async ({ params }) => taskView(await dispatcher.cancel(params.task_id!)),
   });
 
+  const isAsync = (query: URLSearchParams) => {
+    const v = query.get('async');
+    if (v === null || v === 'false') return false;
+    if (v === 'true' || v === '') return true;
+    throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `async: "${v}" is not true or false`);
+  };
+
+  /** Starts a run; with ?async=true answers at once, otherwise waits for its result. */
+  const startRun = async (workflow: Workflow, input: Record<string, unknown>, query: URLSearchParams) => {
+    const { run_id, done } = await workflows.start(workflow, input);
+    if (isAsync(query)) return reply(202, { ok: true, run_id });
+    const result = await done;
+    return reply(result.ok ? 200 : result.error?.code === 'FM_ERR_CANCELLED' ? 409 : 502, result);
+  };
+
+  const getRun = async (runId: string) => {
+    const run = await store.getRun(runId);
+    if (!run) throw new FieldmeshError('FM_ERR_RUN_NOT_FOUND', `Run "${runId}" does not exist`, { details: { run_id: runId } });
+    return run;
+  };
+
+  const runView = (run: RunRecord) => ({
+    ok: true,
+    run_id: run.run_id,
+    trace_id: run.trace_id,
+    workflow_id: run.workflow_id,
+    workflow: run.workflow,
+    status: run.status,
+    input: run.input,
+    steps: run.steps,
+    timeline: run.timeline,
+    result: run.result,
+    created_at: run.created_at,
+    updated_at: run.updated_at,
+  });
+
   router.add({
     method: 'POST',
     path: '/v1/workflows/run',
-    summary: 'Run a workflow and wait for it',
+    summary: 'Run a workflow; waits for its result unless ?async=true (then 202 { run_id })',
+    query: { async: { type: 'boolean', description: 'Answer at once with the run id' } },
     body: WorkflowRunBody,
     response: WorkflowRunResult,
-    handler: async ({ body }) => {
+    handler: async ({ body, query }) => {
       const req = await body<WorkflowRunBody>(checker(WorkflowRunBody));
-      const result = await workflows.run(req.workflow, req.input ?? {});
-      return reply(result.ok ? 200 : 502, result);
+      return startRun(req.workflow, req.input ?? {}, query);
+    },
+  });
+
+  router.add({
+    method: 'GET',
+    path: '/v1/workflows',
+    summary: 'Saved workflows',
+    handler: async () => ({
+      ok: true,
+      workflows: (await store.listWorkflows()).map((w) => ({
+        workflow_id: w.workflow_id,
+        version: w.version,
+        steps: ((w.workflow as { steps?: unknown[] }).steps ?? []).length,
+        updated_at: w.updated_at,
+      })),
+    }),
+  });
+
+  router.add({
+    method: 'PUT',
+    path: '/v1/workflows/{workflow_id}',
+    summary: 'Save a workflow (validated; each save is a new version)',
+    body: Workflow,
+    handler: async ({ params, body }) => {
+      const workflow = await body<Workflow>(checker(Workflow));
+      if (workflow.workflow_id !== params.workflow_id) {
+        throw new FieldmeshError(
+          'FM_ERR_INVALID_REQUEST',
+          `Body workflow_id "${workflow.workflow_id}" differs from the path's "${params.workflow_id}"`,
+        );
+      }
+      compileWorkflow(workflow);
+      const saved = await store.putWorkflow(workflow.workflow_id, workflow as unknown as JsonValue);
+      return { ok: true, workflow_id: saved.workflow_id, version: saved.version, updated_at: saved.updated_at };
+    },
+  });
+
+  const getWorkflow = async (id: string) => {
+    const w = await store.getWorkflow(id);
+    if (!w) throw new FieldmeshError('FM_ERR_WORKFLOW_NOT_FOUND', `Workflow "${id}" is not saved`, { details: { workflow_id: id } });
+    return w;
+  };
+
+  router.add({
+    method: 'GET',
+    path: '/v1/workflows/{workflow_id}',
+    summary: 'A saved workflow',
+    handler: async ({ params }) => {
+      const w = await getWorkflow(params.workflow_id!);
+      return { ok: true, workflow_id: w.workflow_id, version: w.version, workflow: w.workflow, updated_at: w.updated_at };
+    },
+  });
+
+  router.add({
+    method: 'POST',
+    path: '/v1/workflows/{workflow_id}/runs',
+    summary: 'Run a saved workflow; waits unless ?async=true',
+    query: { async: { type: 'boolean', description: 'Answer at once with the run id' } },
+    body: SavedWorkflowRunBody,
+    response: WorkflowRunResult,
+    handler: async ({ params, body, query }) => {
+      const w = await getWorkflow(params.workflow_id!);
+      const req = await body<SavedWorkflowRunBody>(checker(SavedWorkflowRunBody));
+      return startRun(w.workflow as unknown as Workflow, req.input ?? {}, query);
+    },
+  });
+
+  router.add({
+    method: 'GET',
+    path: '/v1/runs',
+    summary: 'Workflow runs, newest first, by workflow and status',
+    query: {
+      workflow_id: { type: 'string', description: 'Only runs of this workflow' },
+      status: { type: 'string', description: 'running | succeeded | failed | cancelled' },
+    },
+    handler: async ({ query }) => {
+      const status = query.get('status') ?? undefined;
+      if (status !== undefined && !(Object.values(RunStatus) as string[]).includes(status)) {
+        throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `status: "${status}" is not one of ${Object.values(RunStatus).join(', ')}`);
+      }
+      const filter: { workflow_id?: string; status?: RunStatus } = {};
+      const wf = query.get('workflow_id');
+      if (wf) filter.workflow_id = wf;
+      if (status) filter.status = status as RunStatus;
+      const runs = await store.listRuns(filter);
+      return {
+        ok: true,
+        runs: runs.map((r) => ({
+          run_id: r.run_id,
+          workflow_id: r.workflow_id,
+          status: r.status,
+          created_at: r.created_at,
+          updated_at: r.updated_at,
+          steps: Object.keys(r.steps).length,
+        })),
+      };
     },
   });
 
   router.add({
     method: 'GET',
     path: '/v1/runs/{run_id}',
-    summary: 'A workflow run: status, step states, timeline',
+    summary: "A workflow run: status, each step's state, the timeline so far",
+    response: RunView,
+    handler: async ({ params }) => runView(await getRun(params.run_id!)),
+  });
+
+  router.add({
+    method: 'POST',
+    path: '/v1/runs/{run_id}/cancel',
+    summary: 'Cancel a running workflow run: running steps are cancelled, waiting ones never start',
+    response: RunView,
+    handler: async ({ params }) => runView(await workflows.cancel(params.run_id!)),
+  });
+
+  router.add({
+    method: 'GET',
+    path: '/v1/runs/{run_id}/audit',
+    summary: "Audit log of an audit_full run: each step's input and output hash, node and signature",
     handler: async ({ params }) => {
-      const run = await store.getRun(params.run_id!);
-      if (!run)
-        throw new FieldmeshError('FM_ERR_RUN_NOT_FOUND', `Run "${params.run_id}" does not exist`, { details: { run_id: params.run_id } });
-      return { ok: true, ...run };
+      const run = await getRun(params.run_id!);
+      return { ok: true, run_id: run.run_id, entries: await store.listAudit(run.run_id) };
     },
   });
 }

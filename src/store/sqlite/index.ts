@@ -20,6 +20,7 @@ import type {
   TaskRecord,
   TaskResult,
   TaskStatus,
+  WorkflowRecord,
 } from '../types.js';
 import type { Database, NodesTable, RunsTable, TasksTable } from './schema.js';
 
@@ -132,6 +133,7 @@ function runToRow(run: RunRecord): Selectable<RunsTable> {
     result: run.result === null ? null : JSON.stringify(run.result),
     created_at: run.created_at,
     updated_at: run.updated_at,
+    trace_id: run.trace_id,
   };
 }
 
@@ -147,6 +149,7 @@ function rowToRun(row: Selectable<RunsTable>): RunRecord {
     result: row.result === null ? null : parseJson<JsonValue>(row.result),
     created_at: row.created_at,
     updated_at: row.updated_at,
+    trace_id: row.trace_id,
   };
 }
 
@@ -265,6 +268,59 @@ export class SqliteStore implements Store {
     if (filter.status !== undefined) query = query.where('status', '=', filter.status);
     const rows = await query.orderBy('created_at', 'desc').orderBy('run_id', 'desc').limit(LIST_RUNS_LIMIT).execute();
     return rows.map(rowToRun);
+  }
+
+  async putWorkflow(workflowId: string, workflow: JsonValue): Promise<WorkflowRecord> {
+    const now = new Date().toISOString();
+    const existing = await this.getWorkflow(workflowId);
+    const record: WorkflowRecord = {
+      workflow_id: workflowId,
+      workflow,
+      version: (existing?.version ?? 0) + 1,
+      created_at: existing?.created_at ?? now,
+      updated_at: now,
+    };
+    const row = { ...record, workflow: JSON.stringify(workflow) };
+    await this.#db
+      .insertInto('workflows')
+      .values(row)
+      .onConflict((oc) =>
+        oc.column('workflow_id').doUpdateSet({ workflow: row.workflow, version: row.version, updated_at: row.updated_at }),
+      )
+      .execute();
+    return record;
+  }
+
+  async getWorkflow(workflowId: string): Promise<WorkflowRecord | undefined> {
+    const row = await this.#db.selectFrom('workflows').selectAll().where('workflow_id', '=', workflowId).executeTakeFirst();
+    return row === undefined ? undefined : { ...row, workflow: parseJson<JsonValue>(row.workflow) };
+  }
+
+  async listWorkflows(): Promise<WorkflowRecord[]> {
+    const rows = await this.#db.selectFrom('workflows').selectAll().orderBy('workflow_id').execute();
+    return rows.map((row) => ({ ...row, workflow: parseJson<JsonValue>(row.workflow) }));
+  }
+
+  async appendAudit(runId: string, entry: JsonValue): Promise<void> {
+    await this.#db
+      .insertInto('audit_log')
+      .values({ run_id: runId, entry: JSON.stringify(entry) })
+      .execute();
+  }
+
+  async listAudit(runId: string): Promise<JsonValue[]> {
+    const rows = await this.#db.selectFrom('audit_log').select('entry').where('run_id', '=', runId).orderBy('id').execute();
+    return rows.map((r) => parseJson<JsonValue>(r.entry));
+  }
+
+  async pruneRuns(finishedBefore: string): Promise<number> {
+    return this.#db.transaction().execute(async (trx) => {
+      const old = trx.selectFrom('runs').select('run_id').where('status', '!=', 'running').where('updated_at', '<', finishedBefore);
+      await trx.deleteFrom('audit_log').where('run_id', 'in', old).execute();
+      await trx.deleteFrom('tasks').where('run_id', 'in', old).execute();
+      const res = await trx.deleteFrom('runs').where('status', '!=', 'running').where('updated_at', '<', finishedBefore).executeTakeFirst();
+      return Number(res.numDeletedRows);
+    });
   }
 }
 

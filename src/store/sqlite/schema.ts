@@ -1,3 +1,4 @@
+import type { Generated } from 'kysely';
 // Kysely table types for the SQLite store: rows as stored, JSON fields still as TEXT.
 
 export interface NodesTable {
@@ -57,10 +58,28 @@ export interface RunsTable {
   result: string | null;
   created_at: string;
   updated_at: string;
+  trace_id: string;
+}
+
+export interface WorkflowsTable {
+  workflow_id: string;
+  workflow: string;
+  version: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface AuditLogTable {
+  id: Generated<number>;
+  run_id: string;
+  /** JSON AuditEntry. */
+  entry: string;
 }
 
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
   runs: RunsTable;
+  workflows: WorkflowsTable;
+  audit_log: AuditLogTable;
 }

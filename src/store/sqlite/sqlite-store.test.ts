@@ -62,6 +62,7 @@ function run(overrides: Partial<RunRecord> = {}): RunRecord {
     result: null,
     created_at: '2025-01-01T00:00:00.000Z',
     updated_at: '2025-01-01T00:00:00.000Z',
+    trace_id: 'trace-1',
     ...overrides,
   };
 }
@@ -305,7 +306,7 @@ describe('SqliteStore', () => {
     const probe = new BetterSqlite3(file, { readonly: true });
     try {
       const applied = probe.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
-      expect(applied.map((m) => m.name)).toEqual(['0001_initial', '0002_task_options']);
+      expect(applied.map((m) => m.name)).toEqual(['0001_initial', '0002_task_options', '0003_workflows']);
     } finally {
       probe.close();
     }
