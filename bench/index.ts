@@ -7,6 +7,7 @@ import { cpus, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { failoverBench } from './failover.js';
+import { workflowBench } from './workflow.js';
 
 export interface BenchArgs {
   flags: Map<string, string>;
@@ -42,6 +43,7 @@ export function saveResult(name: string, data: Record<string, unknown>): string 
 
 const benches: Record<string, (args: BenchArgs) => Promise<void>> = {
   failover: failoverBench,
+  workflow: workflowBench,
 };
 
 async function main(): Promise<void> {
