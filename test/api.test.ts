@@ -25,7 +25,17 @@ const RUN_RESULT_KEYS = [
 ];
 const TIMELINE_KEYS = ['attempts', 'duration_ms', 'node', 'node_id', 'ok', 'result_hash', 'step', 'task_id', 'timestamp', 'verified'];
 const BUILTIN_TOOLS = ['pii_redact', 'summarize', 'sys_info', 'unit_convert'];
-const ALL_TOOLS = ['big_output', 'fail_on_node', 'fail_with', 'pii_redact', 'slow_echo', 'summarize', 'sys_info', 'unit_convert', 'web_fetch'];
+const ALL_TOOLS = [
+  'big_output',
+  'fail_on_node',
+  'fail_with',
+  'pii_redact',
+  'slow_echo',
+  'summarize',
+  'sys_info',
+  'unit_convert',
+  'web_fetch',
+];
 
 const keys = (value: object) => Object.keys(value).sort();
 const post = (api: string, path: string, body?: unknown) => http(api, 'POST', path, body === undefined ? undefined : JSON.stringify(body));

@@ -236,6 +236,14 @@ export class Dispatcher {
     return result;
   }
 
+  /** True when the task's explicit node is offline and the task will wait for it in the offline queue. */
+  willQueue(task: TaskRecord): boolean {
+    const target = task.target as Target;
+    if (target.kind !== 'explicit' || task.options?.offline_behavior?.mode !== 'queue') return false;
+    const entry = this.#registry.get(target.node_id);
+    return !entry || !isDispatchable(entry);
+  }
+
   /** Calls `listener` once if the task enters the offline queue. */
   onQueued(taskId: string, listener: () => void): void {
     this.#queuedListeners.set(taskId, listener);

@@ -194,11 +194,9 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       const req = await body<ToolCallBody>(checker(ToolCallBody));
       const { task, existing } = await dispatcher.submit(req);
       if (existing) return reply(200, { ok: true, task_id: task.task_id, status: task.status, existing: true });
-      const queued = new Promise<void>((resolve) => dispatcher.onQueued(task.task_id, resolve));
       void dispatcher.execute(task);
       // Tell the caller at once whether its task waits in the offline queue.
-      const status = await Promise.race([queued.then(() => 'queued'), new Promise<string>((r) => setImmediate(() => r(task.status)))]);
-      return reply(202, { ok: true, task_id: task.task_id, status });
+      return reply(202, { ok: true, task_id: task.task_id, status: dispatcher.willQueue(task) ? 'queued' : task.status });
     },
   });
 
