@@ -2,6 +2,7 @@
 export { FieldmeshApiError, FieldmeshClient, type FieldmeshClientOptions } from './client/index.js';
 export { type ErrorCode, ErrorCodes, FieldmeshError } from './core/errors.js';
 export { VERSION } from './core/version.js';
+export * from './edge/index.js';
 export { Gateway, type GatewayOptions } from './gateway/index.js';
 export { NodeAgent } from './node/agent.js';
 export type { NodeOptions } from './node/options.js';

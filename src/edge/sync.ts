@@ -1,0 +1,116 @@
+// SyncState and EdgeSynchronizer: versioned, checksummed state snapshots and the local journal of changes awaiting confirmation (design doc 002, section 2.3).
+import { createHash } from 'node:crypto';
+import { FieldmeshError } from '../core/errors.js';
+import { canonicalJson } from '../protocol/signing.js';
+
+export type SyncData = Record<string, unknown>;
+
+export interface SyncStateInit {
+  version: number;
+  data: SyncData;
+  checksum: string;
+  /** @default now */
+  updatedAt?: Date;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/**
+ * One snapshot of a node's state. The data is stored as the JSON it would be
+ * on the wire and frozen, so the checksum keeps describing it: a caller
+ * cannot change a snapshot after it was taken.
+ */
+export class SyncState {
+  readonly version: number;
+  readonly data: Readonly<SyncData>;
+  /** `sha256:` and the hex SHA-256 of the data's canonical JSON, so any two parties agree on it. */
+  readonly checksum: string;
+  readonly updatedAt: Date;
+
+  constructor(init: SyncStateInit) {
+    if (!Number.isSafeInteger(init.version) || init.version < 0) {
+      throw new FieldmeshError('FM_ERR_INVALID_OPTION', `SyncState.version: ${String(init.version)} is not a non-negative integer`);
+    }
+    if (typeof init.data !== 'object' || init.data === null || Array.isArray(init.data)) {
+      throw new FieldmeshError('FM_ERR_INVALID_OPTION', 'SyncState.data: must be an object');
+    }
+    this.version = init.version;
+    this.data = deepFreeze(JSON.parse(canonicalJson(init.data)) as SyncData);
+    this.checksum = init.checksum;
+    this.updatedAt = init.updatedAt ?? new Date();
+  }
+
+  /** A snapshot of `data` at `version`, with its checksum computed. */
+  static fromData(data: SyncData, version: number): SyncState {
+    return new SyncState({ version, data, checksum: SyncState.checksumOf(data) });
+  }
+
+  /** The checksum `data` should carry: SHA-256 over its canonical JSON (sorted keys, no spaces). */
+  static checksumOf(data: SyncData): string {
+    return `sha256:${createHash('sha256').update(canonicalJson(data)).digest('hex')}`;
+  }
+
+  /** True when the checksum matches the data, i.e. it arrived intact. */
+  isValid(): boolean {
+    return SyncState.checksumOf(this.data) === this.checksum;
+  }
+}
+
+/**
+ * Keeps a node's local state and the changes not yet confirmed by the other
+ * side. Local updates count the version up from the current one; a remote
+ * state replaces the local one only when it is newer and intact.
+ *
+ * Safe under concurrent use: the original guards these with a lock because
+ * Python threads can switch between reading the version and writing the new
+ * state. Here no method awaits, so nothing can run between that read and that
+ * write, and interleaved async callers (`await`ing between their own calls)
+ * each get a distinct version. The objects are not shared with worker threads.
+ */
+export class EdgeSynchronizer {
+  private local: SyncState | undefined;
+  private pending: SyncState[] = [];
+
+  /** Replaces the local data with a new version (one past the current) and journals it as a pending change. */
+  updateLocal(data: SyncData): SyncState {
+    const state = SyncState.fromData(data, (this.local?.version ?? 0) + 1);
+    this.local = state;
+    this.pending.push(state);
+    return state;
+  }
+
+  /**
+   * Adopts a remote state if its version is newer than the local one and its
+   * checksum matches its data; false otherwise. Pending local changes stay
+   * until `confirmSync` drops them, since the remote side has not confirmed
+   * them by sending something newer.
+   */
+  applyRemote(state: SyncState): boolean {
+    if (this.local !== undefined && state.version <= this.local.version) return false;
+    if (!state.isValid()) return false;
+    this.local = state;
+    return true;
+  }
+
+  /** Local changes not yet confirmed, oldest first (a copy). */
+  getPendingChanges(): SyncState[] {
+    return [...this.pending];
+  }
+
+  /** Drops the pending changes up to and including `upToVersion`; returns how many were dropped. */
+  confirmSync(upToVersion: number): number {
+    const before = this.pending.length;
+    this.pending = this.pending.filter((s) => s.version > upToVersion);
+    return before - this.pending.length;
+  }
+
+  getLocalState(): SyncState | undefined {
+    return this.local;
+  }
+}
