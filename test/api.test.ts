@@ -404,6 +404,8 @@ describe('api', () => {
       duration_ms: expect.any(Number),
       verified: true,
       result_hash: done.json.result.result_hash,
+      node_signature: expect.stringMatching(/^[A-Za-z0-9+/]+=*$/),
+      signed_at: expect.stringMatching(ISO_8601),
     });
 
     const typedId = await c.gateway.client.submitTask({ tool_name: 'pii_redact', tool_args: { text: 'ip 10.0.0.1' } });

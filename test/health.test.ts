@@ -171,7 +171,7 @@ describe('health', () => {
   });
 
   it('health - a call in flight on a node that times out fails over at once to another node', async () => {
-    const stuck = await c.startNode({ id: 'stuck:node', capabilities: ['role:pair'], extraArgs: ['--max-concurrency', '2'] });
+    const stuck = await c.startNode({ id: 'stuck:node', capabilities: ['role:pair', 'role:stuck'], extraArgs: ['--max-concurrency', '2'] });
     await c.startNode({ id: 'spare:node', capabilities: ['role:pair'], extraArgs: ['--max-concurrency', '2'] });
     // Load the spare so the idle stuck node is ranked first.
     const busy = c.gateway.client.toolCall({
@@ -183,7 +183,8 @@ describe('health', () => {
     const call = c.gateway.client.toolCall({
       tool_name: 'slow_echo',
       tool_args: { ms: 1000, value: 'moved' },
-      target: { kind: 'capability', required_capabilities: ['role:pair'] },
+      // prefer puts the stuck node first even when a busy machine makes its heartbeats late.
+      target: { kind: 'capability', required_capabilities: ['role:pair'], prefer: ['role:stuck'] },
       // Long enough that only losing the node, not the deadline, can end the first attempt.
       timeout_ms: 8000,
     });

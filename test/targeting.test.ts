@@ -75,7 +75,8 @@ describe('targeting', () => {
     const call = c.gateway.client.toolCall({
       tool_name: 'slow_echo',
       tool_args: { ms: 2000, value: 'survives' },
-      target: { kind: 'capability', required_capabilities: ['role:shared'] },
+      // prefer puts the victim first even when a busy machine makes its heartbeats late (DEGRADED ranks last otherwise).
+      target: { kind: 'capability', required_capabilities: ['role:shared'], prefer: ['role:victim'] },
     });
     await waitFor('victim busy', async () => (await c.gateway.client.getNode('victim:node')).load.in_flight > 0);
     victim.proc.proc.kill('SIGKILL');

@@ -363,6 +363,8 @@ export class Dispatcher {
       verified: !verify_error,
       result_hash: frame.result_hash,
       duration_ms: frame.duration_ms,
+      node_signature: frame.node_signature,
+      signed_at: frame.timestamp,
     };
     if (verify_error) outcome.verify_error = verify_error;
     if (frame.ok) outcome.output = (frame.output ?? null) as JsonValue;

@@ -421,6 +421,8 @@ export class WorkflowEngine {
       const result = ended ? (task.result ?? cancelledResult(task.task_id)) : await this.#dispatcher.execute(task);
       if (result.ok && policies.has('schema_strict')) this.#dispatcher.checkOutput(step.tool_name, result.node_id, result.output);
       this.#record(state, result);
+      // A step stopped by the run's cancel is cancelled, not failed: the run ends as cancelled, not as a step failure.
+      if (!result.ok && live.cancelled && result.error?.code === 'FM_ERR_CANCELLED') state.status = 'cancelled';
       if (policies.has('audit_full')) await this.#audit(live, id, task.task_id, task.tool_args);
     } catch (err) {
       state.status = 'failed';
@@ -533,7 +535,7 @@ function cancelledResult(taskId: string): TaskResult {
 /** Timeline entries of the steps that ran, in the order they started. */
 export function timelineOf(steps: Record<string, StepState>): TimelineEntry[] {
   return Object.entries(steps)
-    .filter(([, s]) => s.started_at && (s.status === 'succeeded' || s.status === 'failed' || s.status === 'running'))
+    .filter(([, s]) => s.started_at && s.status !== 'waiting' && s.status !== 'skipped')
     .sort(([, a], [, b]) => (a.started_at ?? '').localeCompare(b.started_at ?? ''))
     .map(([id, s]) => ({
       step: id,

@@ -74,6 +74,8 @@ export const AttemptSchema = Type.Object({
   duration_ms: Type.Union([Type.Number(), Type.Null()]),
   verified: Type.Union([Type.Boolean(), Type.Null()]),
   result_hash: Type.Union([Type.String(), Type.Null()]),
+  node_signature: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  signed_at: Type.Optional(Type.Union([Type.String(), Type.Null()])),
 });
 
 export const TaskView = Type.Object({
