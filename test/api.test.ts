@@ -76,6 +76,8 @@ describe('api', () => {
     const served: Record<string, string[]> = {
       '/healthz': ['get'],
       '/openapi.json': ['get'],
+      '/metrics': ['get'],
+      '/v1/metrics/summary': ['get'],
       '/v1/nodes': ['get'],
       '/v1/nodes/{node_id}': ['get'],
       '/v1/nodes/{node_id}/health': ['get'],

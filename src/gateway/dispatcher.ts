@@ -44,6 +44,8 @@ export interface DispatcherOptions {
   /** How long a task waits for an eligible node to come (back) online before it fails. */
   placementTimeoutMs: number;
   logger: Logger;
+  /** Called for every attempt that reached a node (it answered, or was lost or timed out there). */
+  onAttempt?: (task: TaskRecord, attempt: AttemptRecord) => void;
 }
 
 interface AttemptOutcome {
@@ -404,6 +406,11 @@ export class Dispatcher {
     return this.#pending.size;
   }
 
+  /** Tasks this gateway is running now (including those waiting for a node). */
+  get activeTasks(): number {
+    return this.#active.size;
+  }
+
   /** One task on one node at a time: attempts, retries with backoff, failover, migration, the offline queue. */
   async #run(task: TaskRecord, active: ActiveTask): Promise<{ result: TaskResult; attempts: AttemptRecord[] }> {
     const started = Date.now();
@@ -472,6 +479,7 @@ export class Dispatcher {
         record.signed_at = outcome.signed_at ?? null;
       }
       if (outcome.result_hash && !outcome.verified) verifiedAll = false;
+      this.#opts.onAttempt?.(task, record);
       last = outcome;
       lastNode = entry.record.node_id;
       if (outcome.ok || active.cancelled) break;

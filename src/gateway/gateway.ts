@@ -10,6 +10,7 @@ import type { Store } from '../store/types.js';
 import { Router } from './api/http.js';
 import { registerRoutes } from './api/routes.js';
 import { Dispatcher } from './dispatcher.js';
+import { GatewayMetrics } from './metrics.js';
 import { NodeListener } from './node-listener.js';
 import { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions } from './options.js';
 import { Registry } from './registry.js';
@@ -23,6 +24,7 @@ export class Gateway {
   readonly registry: Registry;
   readonly dispatcher: Dispatcher;
   readonly workflows: WorkflowEngine;
+  readonly metrics: GatewayMetrics;
   /** `http://host:port` of the API once started. */
   apiUrl = '';
   /** `host:port` of the node listener once started. */
@@ -51,7 +53,25 @@ export class Gateway {
       resultGraceMs: options.resultGraceMs,
       placementTimeoutMs: options.placementTimeoutMs,
       logger: options.logger,
+      onAttempt: (task, a) =>
+        this.metrics.record({
+          tool: task.tool_name,
+          function_id: null,
+          node_id: a.node_id,
+          task_id: task.task_id,
+          attempt: a.attempt,
+          duration_ms: a.duration_ms ?? 0,
+          success: a.outcome === 'success',
+          timestamp: a.finished_at ?? new Date().toISOString(),
+          error: a.error?.code ?? '',
+        }),
     });
+    this.metrics = new GatewayMetrics(
+      store,
+      this.registry,
+      () => ({ in_flight: this.dispatcher.inFlight, running_tasks: this.dispatcher.activeTasks }),
+      options.logger,
+    );
     this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, {
       logger: options.logger,
       envAllow: options.envAllow,
@@ -64,6 +84,7 @@ export class Gateway {
       registry: this.registry,
       dispatcher: this.dispatcher,
       workflows: this.workflows,
+      metrics: this.metrics,
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
     this.#http = createServer((req, res) => {
@@ -139,6 +160,7 @@ export class Gateway {
       setTimeout(() => this.#http.closeAllConnections(), 1000).unref();
     });
     await this.#listener.close();
+    await this.metrics.flush();
     await this.store.close();
     this.#logger.info('gateway stopped');
   }

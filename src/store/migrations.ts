@@ -146,8 +146,37 @@ const workflows: Migration = {
   },
 };
 
+/** Invocation records behind /v1/metrics/summary. */
+const invocations: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('invocations')
+        .ifNotExists()
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('tool', 'text', (c) => c.notNull())
+        .addColumn('function_id', 'text')
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('task_id', 'text', (c) => c.notNull())
+        .addColumn('attempt', 'integer', (c) => c.notNull())
+        .addColumn('duration_ms', 'real', (c) => c.notNull())
+        .addColumn('success', 'integer', (c) => c.notNull())
+        .addColumn('timestamp', 'text', (c) => c.notNull())
+        .addColumn('error', 'text', (c) => c.notNull().defaultTo(''))
+        .execute();
+      await trx.schema.createIndex('invocations_tool_idx').ifNotExists().on('invocations').columns(['tool', 'duration_ms']).execute();
+      await trx.schema.createIndex('invocations_node_idx').ifNotExists().on('invocations').columns(['node_id', 'duration_ms']).execute();
+      await trx.schema.createIndex('invocations_timestamp_idx').ifNotExists().on('invocations').column('timestamp').execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('invocations').ifExists().execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
   '0003_workflows': workflows,
+  '0005_invocations': invocations,
 };

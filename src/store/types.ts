@@ -150,6 +150,30 @@ export interface WorkflowRecord {
   updated_at: string;
 }
 
+/** One tool or function invocation on a node (the original InvocationRecord). */
+export interface InvocationRecord {
+  tool: string;
+  function_id: string | null;
+  node_id: string;
+  task_id: string;
+  attempt: number;
+  duration_ms: number;
+  success: boolean;
+  timestamp: string;
+  /** Error code, or "" on success. */
+  error: string;
+}
+
+export interface InvocationSummary {
+  total_invocations: number;
+  /** 0..100 */
+  success_rate: number;
+  avg_latency_ms: number;
+  p50_ms: number;
+  p99_ms: number;
+  error_count: number;
+}
+
 export interface TaskPatch {
   status?: TaskStatus;
   expires_at?: string | null;
@@ -192,6 +216,9 @@ export interface Store {
   putWorkflow(workflowId: string, workflow: JsonValue): Promise<WorkflowRecord>;
   getWorkflow(workflowId: string): Promise<WorkflowRecord | undefined>;
   listWorkflows(): Promise<WorkflowRecord[]>;
+
+  appendInvocations(records: InvocationRecord[]): Promise<void>;
+  summarizeInvocations(filter?: { tool?: string; node_id?: string }): Promise<InvocationSummary>;
 
   appendAudit(runId: string, entry: JsonValue): Promise<void>;
   listAudit(runId: string): Promise<JsonValue[]>;

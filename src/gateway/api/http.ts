@@ -21,6 +21,8 @@ export interface RouteContext {
 export interface Reply {
   status: number;
   body: unknown;
+  /** Set for a body that is already text (Prometheus metrics), sent as is. */
+  contentType?: string;
 }
 
 export type Handler = (ctx: RouteContext) => Promise<Reply | unknown> | Reply | unknown;
@@ -42,6 +44,10 @@ interface CompiledRoute extends RouteSpec {
 
 export function reply(status: number, body: unknown): Reply {
   return { status, body, [replyMark]: true } as Reply;
+}
+/** A reply whose body is text in its own format rather than JSON. */
+export function textReply(status: number, text: string, contentType: string): Reply {
+  return { status, body: text, contentType, [replyMark]: true } as Reply;
 }
 const replyMark = Symbol('reply');
 const isReply = (v: unknown): v is Reply => typeof v === 'object' && v !== null && replyMark in v;
@@ -81,6 +87,7 @@ export class Router {
     const url = new URL(req.url ?? '/', 'http://gateway');
     let status = 200;
     let body: unknown;
+    let contentType: string | undefined;
     try {
       const matches = this.routes.filter((r) => r.pattern.test(url.pathname));
       if (matches.length === 0) throw new FieldmeshError('FM_ERR_ROUTE_NOT_FOUND', `No route for ${req.method} ${url.pathname}`);
@@ -104,6 +111,7 @@ export class Router {
       if (isReply(out)) {
         status = out.status;
         body = out.body;
+        contentType = out.contentType;
       } else {
         body = out;
       }
@@ -116,8 +124,8 @@ export class Router {
         this.#logger.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
       body = { ok: false, error: e };
     }
-    const text = JSON.stringify(body);
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    const text = contentType ? String(body) : JSON.stringify(body);
+    res.writeHead(status, { 'content-type': contentType ?? 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   }
 

@@ -21,9 +21,10 @@ import {
 import type { JsonValue } from '../../protocol/json.js';
 import { NodeStatus, type RunRecord, RunStatus, type Store, type TaskRecord } from '../../store/types.js';
 import type { Dispatcher } from '../dispatcher.js';
+import type { GatewayMetrics } from '../metrics.js';
 import type { NodeEntry, Registry } from '../registry.js';
 import { compileWorkflow, type WorkflowEngine } from '../workflows.js';
-import { checker, type Router, reply } from './http.js';
+import { checker, type Router, reply, textReply } from './http.js';
 import { buildOpenApi } from './openapi.js';
 
 export interface ApiDeps {
@@ -31,6 +32,7 @@ export interface ApiDeps {
   registry: Registry;
   dispatcher: Dispatcher;
   workflows: WorkflowEngine;
+  metrics: GatewayMetrics;
   stats: () => Record<string, number>;
 }
 
@@ -94,6 +96,29 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       let online = 0;
       for (const e of registry.all()) if (e.record.status === NodeStatus.Online) online += 1;
       return { ok: true, status: 'ok', version: VERSION, nodes_online: online, ...deps.stats() };
+    },
+  });
+
+  router.add({
+    method: 'GET',
+    path: '/metrics',
+    summary: 'Prometheus metrics: invocations and latency by tool and node, nodes by status, queue depths, process',
+    handler: async () => textReply(200, await deps.metrics.prom.metrics(), deps.metrics.prom.contentType),
+  });
+
+  router.add({
+    method: 'GET',
+    path: '/v1/metrics/summary',
+    summary: 'Invocation summary, optionally for one tool or node',
+    query: { tool: { type: 'string', description: 'Only this tool' }, node_id: { type: 'string', description: 'Only this node' } },
+    handler: async ({ query }) => {
+      await deps.metrics.flush();
+      const filter: { tool?: string; node_id?: string } = {};
+      const tool = query.get('tool');
+      const node = query.get('node_id');
+      if (tool) filter.tool = tool;
+      if (node) filter.node_id = node;
+      return { ok: true, ...filter, ...(await store.summarizeInvocations(filter)) };
     },
   });
 

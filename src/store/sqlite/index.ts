@@ -8,6 +8,8 @@ import type { JsonValue } from '../../protocol/json.js';
 import { sqliteMigrations } from '../migrations.js';
 import type {
   AttemptRecord,
+  InvocationRecord,
+  InvocationSummary,
   NodeLoad,
   NodeRecord,
   NodeStatus,
@@ -299,6 +301,50 @@ export class SqliteStore implements Store {
   async listWorkflows(): Promise<WorkflowRecord[]> {
     const rows = await this.#db.selectFrom('workflows').selectAll().orderBy('workflow_id').execute();
     return rows.map((row) => ({ ...row, workflow: parseJson<JsonValue>(row.workflow) }));
+  }
+
+  async appendInvocations(records: InvocationRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const rows = records.map((r) => ({ ...r, success: r.success ? 1 : 0 }));
+    // One statement per batch; SQLite caps bound parameters, so large batches go in chunks.
+    for (let i = 0; i < rows.length; i += 500)
+      await this.#db
+        .insertInto('invocations')
+        .values(rows.slice(i, i + 500))
+        .execute();
+  }
+
+  async summarizeInvocations(filter: { tool?: string; node_id?: string } = {}): Promise<InvocationSummary> {
+    let base = this.#db.selectFrom('invocations');
+    if (filter.tool !== undefined) base = base.where('tool', '=', filter.tool);
+    if (filter.node_id !== undefined) base = base.where('node_id', '=', filter.node_id);
+    const agg = await base
+      .select((eb) => [
+        eb.fn.countAll<number>().as('total'),
+        eb.fn.sum<number>('success').as('ok'),
+        eb.fn.avg<number>('duration_ms').as('avg'),
+      ])
+      .executeTakeFirstOrThrow();
+    const total = Number(agg.total);
+    const at = async (q: number) => {
+      if (total === 0) return 0;
+      const row = await base
+        .select('duration_ms')
+        .orderBy('duration_ms')
+        .limit(1)
+        .offset(Math.min(total - 1, Math.max(0, Math.ceil(q * total) - 1)))
+        .executeTakeFirst();
+      return row?.duration_ms ?? 0;
+    };
+    const ok = Number(agg.ok ?? 0);
+    return {
+      total_invocations: total,
+      success_rate: total === 0 ? 0 : Math.round((ok / total) * 10_000) / 100,
+      avg_latency_ms: total === 0 ? 0 : Math.round(Number(agg.avg) * 1000) / 1000,
+      p50_ms: await at(0.5),
+      p99_ms: await at(0.99),
+      error_count: total - ok,
+    };
   }
 
   async appendAudit(runId: string, entry: JsonValue): Promise<void> {

@@ -76,10 +76,24 @@ export interface AuditLogTable {
   entry: string;
 }
 
+export interface InvocationsTable {
+  id: Generated<number>;
+  tool: string;
+  function_id: string | null;
+  node_id: string;
+  task_id: string;
+  attempt: number;
+  duration_ms: number;
+  success: number;
+  timestamp: string;
+  error: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
   runs: RunsTable;
   workflows: WorkflowsTable;
   audit_log: AuditLogTable;
+  invocations: InvocationsTable;
 }

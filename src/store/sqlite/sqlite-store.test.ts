@@ -5,6 +5,7 @@ import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isFieldmeshError } from '../../core/errors.js';
+import { sqliteMigrations } from '../migrations.js';
 import type { NodeRecord, RunRecord, TaskRecord } from '../types.js';
 import { openSqliteStore, type SqliteStore } from './index.js';
 
@@ -306,7 +307,8 @@ describe('SqliteStore', () => {
     const probe = new BetterSqlite3(file, { readonly: true });
     try {
       const applied = probe.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as { name: string }[];
-      expect(applied.map((m) => m.name)).toEqual(['0001_initial', '0002_task_options', '0003_workflows']);
+      expect(applied.map((m) => m.name)).toEqual(Object.keys(sqliteMigrations).sort());
+      expect(applied.map((m) => m.name)).toContain('0001_initial');
     } finally {
       probe.close();
     }
@@ -331,5 +333,32 @@ describe('SqliteStore', () => {
     expect(queued?.status).toBe('queued');
     expect(queued?.expires_at).toBe('2030-01-01T00:00:00.000Z');
     expect((await store.listUnfinishedTasks()).map((x) => x.task_id)).toContain('task-key');
+  });
+  it('store - invocation summaries count, average and take percentiles per tool and node', async () => {
+    const at = '2025-01-01T00:00:00.000Z';
+    const records = Array.from({ length: 100 }, (_, i) => ({
+      tool: i < 80 ? 'unit_convert' : 'summarize',
+      function_id: null,
+      node_id: i % 2 === 0 ? 'node-a' : 'node-b',
+      task_id: `t${i}`,
+      attempt: 1,
+      duration_ms: i + 1,
+      success: i % 10 !== 0,
+      timestamp: at,
+      error: i % 10 === 0 ? 'FM_ERR_EXECUTION' : '',
+    }));
+    await store.appendInvocations(records);
+    expect(await store.summarizeInvocations()).toEqual({
+      total_invocations: 100,
+      success_rate: 90,
+      avg_latency_ms: 50.5,
+      p50_ms: 50,
+      p99_ms: 99,
+      error_count: 10,
+    });
+    const convert = await store.summarizeInvocations({ tool: 'unit_convert', node_id: 'node-a' });
+    expect(convert.total_invocations).toBe(40);
+    expect(convert.error_count).toBe(8);
+    expect(await store.summarizeInvocations({ tool: 'nothing' })).toMatchObject({ total_invocations: 0, p50_ms: 0, p99_ms: 0 });
   });
 });
