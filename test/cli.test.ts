@@ -1,29 +1,9 @@
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedWorkflow } from '../src/cli/demo.js';
 import type { NodeView, ToolCallResult, WorkflowRunResult } from '../src/protocol/api.js';
-import { Cluster, cliPath, seedNodes, waitFor } from './harness.js';
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the built CLI and resolves with its exit code and output, whatever the exit code. */
-function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') {
-        reject(new Error(`fieldmesh ${args.join(' ')} did not exit normally (${err.message}):\n${stdout}\n${stderr}`));
-        return;
-      }
-      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
-  });
-}
+import { Cluster, runCli, seedNodes, waitFor } from './harness.js';
 
 const convertArgs = JSON.stringify({ value: 10, from_unit: 'miles', to_unit: 'km' });
 const onPi = JSON.stringify({ kind: 'explicit', node_id: 'rpi:device_b' });

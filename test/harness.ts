@@ -2,6 +2,7 @@
  * Test harness: real gateway and node processes from the built CLI, on port 0
  * over TLS, in temp data dirs, stopped and removed after each file.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -143,4 +144,23 @@ export async function http(api: string, method: string, path: string, body?: str
   }
   // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary fields of error and result bodies
   return { status: res.status, json: json as Record<string, any>, text };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI and resolves with its exit code and output, whatever the exit code. */
+export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [cliPath, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err && typeof err.code !== 'number') {
+        reject(new Error(`fieldmesh ${args.join(' ')} did not exit normally (${err.message}):\n${stdout}\n${stderr}`));
+        return;
+      }
+      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
+    });
+  });
 }

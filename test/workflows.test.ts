@@ -1,11 +1,10 @@
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FieldmeshClient } from '../src/client/index.js';
 import type { RunView, StepState, TimelineEntry, Workflow, WorkflowStep } from '../src/protocol/api.js';
 import { resultHash } from '../src/protocol/signing.js';
-import { Cluster, cliPath, http, waitFor } from './harness.js';
+import { Cluster, http, runCli, waitFor } from './harness.js';
 
 const post = (api: string, path: string, body?: unknown) => http(api, 'POST', path, body === undefined ? undefined : JSON.stringify(body));
 const put = (api: string, path: string, body: unknown) => http(api, 'PUT', path, JSON.stringify(body));
@@ -48,24 +47,6 @@ async function stepRunningOnNode(client: FieldmeshClient, runId: string, step: s
     if (s?.status !== 'running' || !s.task_id) return undefined;
     const task = await client.getTask(s.task_id).catch(() => undefined);
     return task?.attempts.at(-1)?.outcome === 'running' ? s : undefined;
-  });
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err && typeof err.code !== 'number') {
-        reject(new Error(`fieldmesh ${args.join(' ')} did not exit normally (${err.message}):\n${stdout}\n${stderr}`));
-        return;
-      }
-      resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
-    });
   });
 }
 
