@@ -127,7 +127,11 @@ async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string
     const gw = await startFieldmesh(
       ['gateway', '--data-dir', join(dir, 'gw'), '--api', '127.0.0.1:0', '--listen', '127.0.0.1:0'],
       'gateway ready',
-      { env: { FIELDMESH_LOG_LEVEL: 'info' }, nodeFlags: profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [] },
+      {
+        env: { FIELDMESH_LOG_LEVEL: 'info' },
+        logFile: join(dir, 'gateway.log'),
+        nodeFlags: profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
+      },
     );
     procs.push(gw.bp);
     const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
@@ -136,6 +140,7 @@ async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string
         startFieldmesh(
           ['node', '--gateway', String(gw.ready.listen), '--id', `bench:n${i}`, '--data-dir', join(dir, `n${i}`), '--log-level', 'info'],
           'node ready',
+          { logFile: join(dir, `n${i}.log`) },
         ),
       ),
     );

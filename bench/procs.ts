@@ -6,7 +6,7 @@
  * under a raised open-file limit or with extra Node flags.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { defaultCliPath } from '../src/cli/processes.js';
 
@@ -31,6 +31,12 @@ export interface SpawnOptions {
   onLine?: (line: string) => void;
   /** Keep stdin open as a pipe (see BenchProcess.proc.stdin). */
   stdin?: boolean;
+  /**
+   * Send stdout and stderr to this file instead of a pipe. Node writes to a pipe synchronously, so a gateway
+   * logging a line per node event would otherwise wait on this process to read, which is not what it does in
+   * production (a file or journald takes the lines).
+   */
+  logFile?: string;
 }
 
 const TAIL = 64 * 1024;
@@ -44,15 +50,21 @@ export async function startNodeScript(
 ): Promise<{ bp: BenchProcess; ready: Record<string, unknown> }> {
   const nodeArgv = [...(opts.nodeFlags ?? []), script, ...args];
   // Node cannot raise its own RLIMIT_NOFILE, so a shell raises it and then becomes node.
-  const spawnOpts = { env: { ...process.env, ...opts.env }, stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] as const };
+  const logFd = opts.logFile === undefined ? undefined : openSync(opts.logFile, 'a');
+  const out = logFd ?? 'pipe';
+  const spawnOpts = {
+    env: { ...process.env, ...opts.env },
+    stdio: [opts.stdin ? 'pipe' : 'ignore', out, out] as ('pipe' | 'ignore' | number)[],
+  };
   const proc =
     opts.openFiles === undefined
-      ? spawn(process.execPath, nodeArgv, { ...spawnOpts, stdio: [...spawnOpts.stdio] })
+      ? spawn(process.execPath, nodeArgv, spawnOpts)
       : spawn(
           'bash',
           ['-c', `ulimit -n ${opts.openFiles} 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`, 'bash', process.execPath, ...nodeArgv],
-          { ...spawnOpts, stdio: [...spawnOpts.stdio] },
+          spawnOpts,
         );
+  if (logFd !== undefined) closeSync(logFd);
   let tail = '';
   const keep = (s: string) => {
     tail += s;
@@ -62,7 +74,7 @@ export async function startNodeScript(
   const bp: BenchProcess = {
     proc,
     pid: proc.pid ?? -1,
-    output: () => tail,
+    output: () => (opts.logFile === undefined ? tail : readTail(opts.logFile)),
     exited,
     async stop(graceMs = 5000) {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
@@ -78,9 +90,9 @@ export async function startNodeScript(
     let done = false;
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
-      reject(new Error(`${script} ${args[0] ?? ''} printed no "${readyMsg}" within ${timeoutMs} ms:\n${tail}`));
+      reject(new Error(`${script} ${args[0] ?? ''} printed no "${readyMsg}" within ${timeoutMs} ms:\n${bp.output()}`));
     }, timeoutMs);
-    proc.stdout?.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer | string) => {
       const text = chunk.toString();
       keep(text);
       buffered += text;
@@ -105,14 +117,45 @@ export async function startNodeScript(
           // not a JSON line
         }
       }
-    });
+    };
+    proc.stdout?.on('data', onData);
     proc.stderr?.on('data', (chunk: Buffer) => keep(chunk.toString()));
+    if (opts.logFile !== undefined) {
+      // Follow the file until the ready line; later lines are the file's business.
+      const file = opts.logFile;
+      let offset = 0;
+      const poll = setInterval(() => {
+        const size = statSync(file).size;
+        if (size <= offset) return;
+        const fd = openSync(file, 'r');
+        const buf = Buffer.alloc(size - offset);
+        readSync(fd, buf, 0, buf.length, offset);
+        closeSync(fd);
+        offset = size;
+        onData(buf);
+        if (done) clearInterval(poll);
+      }, 20);
+      void exited.then(() => clearInterval(poll));
+    }
     void exited.then((code) => {
       clearTimeout(timer);
-      if (!done) reject(new Error(`${script} ${args[0] ?? ''} exited with ${code} before it was ready:\n${tail}`));
+      if (!done) reject(new Error(`${script} ${args[0] ?? ''} exited with ${code} before it was ready:\n${bp.output()}`));
     });
   });
   return { bp, ready };
+}
+
+function readTail(file: string): string {
+  try {
+    const size = statSync(file).size;
+    const fd = openSync(file, 'r');
+    const buf = Buffer.alloc(Math.min(size, TAIL));
+    readSync(fd, buf, 0, buf.length, size - buf.length);
+    closeSync(fd);
+    return buf.toString();
+  } catch {
+    return '';
+  }
 }
 
 /** `fieldmesh <args>` from the compiled CLI, as users run it. */
