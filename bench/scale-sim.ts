@@ -19,11 +19,14 @@ import { decodeFrame, encodeFrame } from '../src/protocol/codec.js';
 import type { TaskFrame } from '../src/protocol/frames.js';
 import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult } from '../src/protocol/signing.js';
 
-/** The capabilities of simulated node `g`: a zone of 100 nodes, GPS on 10%, a GPU on 1%. */
+/**
+ * The capabilities of simulated node `g`: one of 100 zones, GPS on 10% and a GPU on about 1%, drawn so that
+ * the three do not line up (a zone holds both nodes with GPS and without).
+ */
 export function simCapabilities(g: number): string[] {
   const caps = [`zone:z${g % 100}`, 'platform:linux', ...builtinTools.map((t) => `tool:${t.name}`)];
-  if (g % 10 === 0) caps.push('hardware:gps');
-  if (g % 100 === 7) caps.push('gpu:available');
+  if (Math.floor(g / 100) % 10 === 0) caps.push('hardware:gps');
+  if (g % 97 === 0) caps.push('gpu:available');
   return caps;
 }
 

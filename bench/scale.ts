@@ -118,8 +118,8 @@ async function schedulingBench(nodes: number, iterations: number, dir: string) {
     const heapPerEntry = (process.memoryUsage().heapUsed - heapBefore) / nodes;
     const cases: { name: string; target: Target; matching: number }[] = [
       {
-        name: 'capability: hardware:gps + zone:z10',
-        target: { kind: 'capability', required_capabilities: ['hardware:gps', 'zone:z10'] },
+        name: 'capability: hardware:gps + zone:z13',
+        target: { kind: 'capability', required_capabilities: ['hardware:gps', 'zone:z13'] },
         matching: 0,
       },
       { name: 'capability: gpu:available', target: { kind: 'capability', required_capabilities: ['gpu:available'] }, matching: 0 },
@@ -153,7 +153,7 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
   const profileFlag = a.flags.get('profile');
   const profileDir = profileFlag === undefined ? undefined : resolve(profileFlag === 'true' ? '.tmp/profile-scale' : profileFlag);
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
-  const onlineTimeoutMs = num(a, 'online-timeout-s', Math.max(60, nodes / 50)) * 1000;
+  const onlineTimeoutMs = num(a, 'online-timeout-s', Math.max(120, nodes / 20)) * 1000;
   const listRuns = smoke ? 3 : 20;
   const callCount = smoke ? 20 : 300;
   const schedIterations = smoke ? 2000 : 20_000;
@@ -362,7 +362,9 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
     for (const [name, s] of Object.entries(callStats)) {
       log(`  tool_call ${name}: p50 ${ms(s.p50_us)}  p99 ${ms(s.p99_us)}  (${s.n} calls, 8 at a time, ${s.failed} failed)`);
     }
-    log(`  scheduling in-process among ${sched.nodes} nodes (${sched.heap_bytes_per_registry_entry} B heap per registry entry):`);
+    log(
+      `  scheduling in-process among ${sched.nodes} nodes (${sched.heap_bytes_per_registry_entry} B heap per registry entry, tool descriptors shared):`,
+    );
     for (const c of sched.cases) {
       log(`    ${c.case.padEnd(38)} ${String(c.matching).padStart(6)} match  p50 ${c.p50_us} µs  p99 ${c.p99_us} µs  (${c.n} decisions)`);
     }
