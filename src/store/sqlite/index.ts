@@ -189,6 +189,12 @@ const NODE_COLUMNS = [
 
 const TASK_PATCH_FIELDS = ['status', 'attempts', 'result', 'expires_at'] as const;
 
+interface QueuedWrite {
+  run: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
 export class SqliteStore implements Store {
   readonly #db: Kysely<Database>;
   readonly #raw: BetterSqlite3.Database;
@@ -198,6 +204,9 @@ export class SqliteStore implements Store {
    * the gateway's CPU per tool call; the other queries stay on Kysely.
    */
   readonly #statements = new Map<string, BetterSqlite3.Statement>();
+  /** Writes waiting for the next group commit. */
+  #queue: QueuedWrite[] = [];
+  #flushScheduled = false;
   #closed = false;
 
   constructor(database: BetterSqlite3.Database) {
@@ -214,14 +223,61 @@ export class SqliteStore implements Store {
     return st;
   }
 
-  /** Runs a write now; its promise settles once SQLite has committed it. */
+  /**
+   * Group commit: writes issued while the event loop handles one batch of I/O
+   * are committed together in one transaction at setImmediate, and each write's
+   * promise settles only after that COMMIT, so nothing is acknowledged before
+   * it is in the store. One transaction instead of one per write saves the WAL
+   * frames of pages the writes share (the newest task pages, the status index)
+   * and the lock calls around each commit. A statement that fails (a duplicate
+   * idempotency key) is rolled back alone, as SQLite does for a statement
+   * inside a transaction, and only its own promise rejects.
+   */
   #write<T>(run: () => T): Promise<T> {
     if (this.#closed) return Promise.reject(new FieldmeshError('FM_ERR_INTERNAL', 'Store is closed'));
-    try {
-      return Promise.resolve(run());
-    } catch (err) {
-      return Promise.reject(err);
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ run, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    // A Kysely transaction (migrations) spans awaits; joining it would tie these writes to its fate.
+    if (this.#raw.inTransaction) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+      return;
     }
+    const batch = this.#queue;
+    this.#queue = [];
+    if (batch.length === 0) return;
+    const outcomes: { ok: boolean; value: unknown }[] = [];
+    const single = batch.length === 1;
+    try {
+      if (!single) this.#statement('begin', () => 'BEGIN IMMEDIATE').run();
+      for (const w of batch) {
+        try {
+          outcomes.push({ ok: true, value: w.run() });
+        } catch (err) {
+          outcomes.push({ ok: false, value: err });
+        }
+      }
+      if (!single) this.#statement('commit', () => 'COMMIT').run();
+    } catch (err) {
+      // BEGIN or COMMIT failed: none of the batch is known to be stored.
+      if (this.#raw.inTransaction) this.#raw.exec('ROLLBACK');
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    batch.forEach((w, i) => {
+      const o = outcomes[i]!;
+      if (o.ok) w.resolve(o.value);
+      else w.reject(o.value);
+    });
   }
 
   async migrate(): Promise<void> {
@@ -235,6 +291,8 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // Writes already accepted are committed before the database closes.
+    if (this.#queue.length > 0) this.#flush();
     this.#closed = true;
     await this.#db.destroy();
   }
