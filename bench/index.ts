@@ -6,7 +6,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { dispatchBench } from './dispatch.js';
 import { failoverBench } from './failover.js';
+import { scaleBench } from './scale.js';
 import { workflowBench } from './workflow.js';
 
 export interface BenchArgs {
@@ -42,8 +44,10 @@ export function saveResult(name: string, data: Record<string, unknown>): string 
 }
 
 const benches: Record<string, (args: BenchArgs) => Promise<void>> = {
+  dispatch: dispatchBench,
   failover: failoverBench,
   workflow: workflowBench,
+  scale: scaleBench,
 };
 
 async function main(): Promise<void> {

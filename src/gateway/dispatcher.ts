@@ -191,6 +191,11 @@ export class Dispatcher {
       options,
       expires_at: null,
     };
+    // A task for an offline node goes into the store already queued, so what the caller is told is what it reads back.
+    if (this.willQueue(task)) {
+      task.status = TaskStatus.Queued;
+      task.expires_at = new Date(Date.parse(now) + (req.offline_behavior?.ttl_seconds ?? 86_400) * 1000).toISOString();
+    }
     try {
       await this.#store.insertTask(task);
     } catch (err) {
@@ -222,8 +227,6 @@ export class Dispatcher {
       result = { ...result, error: { code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false } };
     }
     const status = result.ok ? TaskStatus.Succeeded : active.cancelled ? TaskStatus.Cancelled : TaskStatus.Failed;
-    this.#active.delete(task.task_id);
-    this.#queuedListeners.delete(task.task_id);
     try {
       // A gateway going down leaves its unfinished tasks unfinished in the store, for the next process to resume.
       if (this.#stopping && !result.ok && !active.cancelled) await this.#store.updateTask(task.task_id, { attempts });
@@ -231,6 +234,10 @@ export class Dispatcher {
     } catch (err) {
       this.#opts.logger.error('could not persist task result', { task_id: task.task_id, error: String(err) });
     }
+    // Only now that the store holds the end state does the task stop counting as active: readers that find it
+    // inactive read the store, and readers that find it active are woken below, in the same tick.
+    this.#active.delete(task.task_id);
+    this.#queuedListeners.delete(task.task_id);
     const done: TaskRecord = { ...task, status, attempts, result, updated_at: new Date().toISOString() };
     const waiters = this.#waiters.get(task.task_id);
     this.#waiters.delete(task.task_id);
@@ -269,8 +276,7 @@ export class Dispatcher {
 
   /** Resolves with the task once finished, or with its current record after `ms`. */
   async waitFor(taskId: string, ms: number): Promise<TaskRecord | undefined> {
-    const task = await this.#store.getTask(taskId);
-    if (!task || ms <= 0 || !this.#active.has(taskId)) return task;
+    if (ms <= 0 || !this.#active.has(taskId)) return this.#store.getTask(taskId);
     return new Promise((resolve) => {
       const set = this.#waitersOf(taskId);
       const waiter = (t: TaskRecord) => {
@@ -279,7 +285,7 @@ export class Dispatcher {
       };
       const timer = setTimeout(() => {
         set.delete(waiter);
-        void this.#store.getTask(taskId).then(resolve, () => resolve(task));
+        void this.#store.getTask(taskId).then(resolve, () => resolve(undefined));
       }, ms);
       set.add(waiter);
     });

@@ -361,4 +361,31 @@ describe('SqliteStore', () => {
     expect(convert.error_count).toBe(8);
     expect(await store.summarizeInvocations({ tool: 'nothing' })).toMatchObject({ total_invocations: 0, p50_ms: 0, p99_ms: 0 });
   });
+
+  it('store - writes issued together all land, and one that fails rejects alone', async () => {
+    const results = await Promise.allSettled([
+      store.insertTask(task({ task_id: 'task-a', idempotency_key: 'same' })),
+      store.insertTask(task({ task_id: 'task-b', idempotency_key: 'same' })),
+      store.insertTask(task({ task_id: 'task-c' })),
+      store.updateTask('task-missing', { status: 'running' }),
+      store.upsertNode(node()),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'rejected', 'fulfilled']);
+    await expectCode(Promise.reject((results[3] as PromiseRejectedResult).reason), 'FM_ERR_TASK_NOT_FOUND');
+    expect((await store.getTask('task-a'))?.idempotency_key).toBe('same');
+    expect(await store.getTask('task-b')).toBeUndefined();
+    expect(await store.getTask('task-c')).toBeDefined();
+    expect(await store.getNode('node-a')).toEqual(node());
+  });
+
+  it('store - a write resolves only once it can be read back, and close keeps writes already made', async () => {
+    const inserted = store.insertTask(task({ task_id: 'task-late' }));
+    await inserted;
+    expect((await store.getTask('task-late'))?.status).toBe('pending');
+    const updated = store.updateTask('task-late', { status: 'succeeded' });
+    await store.close();
+    await updated;
+    store = await openSqliteStore(file);
+    expect((await store.getTask('task-late'))?.status).toBe('succeeded');
+  });
 });
