@@ -27,8 +27,15 @@ export interface Reply {
 
 export type Handler = (ctx: RouteContext) => Promise<Reply | unknown> | Reply | unknown;
 
+/**
+ * Who may call a route: `public` needs no token; otherwise the caller's API
+ * token must hold this scope or a wider one (read < submit < admin).
+ */
+export type Scope = 'public' | 'read' | 'submit' | 'admin';
+
 export interface RouteSpec {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  scope: Scope;
   path: string;
   summary: string;
   body?: TSchema;

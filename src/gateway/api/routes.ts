@@ -89,6 +89,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'public',
     path: '/healthz',
     summary: 'Liveness of the gateway',
     response: Type.Object({ ok: Type.Literal(true), status: Type.String(), version: Type.String(), nodes_online: Type.Integer() }),
@@ -101,6 +102,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/metrics',
     summary: 'Prometheus metrics: invocations and latency by tool and node, nodes by status, queue depths, process',
     handler: async () => textReply(200, await deps.metrics.prom.metrics(), deps.metrics.prom.contentType),
@@ -108,6 +110,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/metrics/summary',
     summary: 'Invocation summary, optionally for one tool or node',
     query: { tool: { type: 'string', description: 'Only this tool' }, node_id: { type: 'string', description: 'Only this node' } },
@@ -124,6 +127,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'public',
     path: '/openapi.json',
     summary: 'This API as an OpenAPI 3.1 document',
     handler: () => buildOpenApi(router.routes),
@@ -131,6 +135,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/nodes',
     summary: 'List known nodes, optionally by status',
     query: { status: { type: 'string', description: 'online | degraded | offline | syncing' } },
@@ -150,6 +155,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/nodes/{node_id}',
     summary: 'One node',
     response: NodeDetail,
@@ -158,6 +164,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/nodes/{node_id}/health',
     summary: 'Health of one node from its heartbeats',
     response: NodeHealth,
@@ -178,6 +185,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/nodes/{node_id}/capabilities',
     summary: 'Capabilities and tool descriptors of one node',
     response: NodeCapabilities,
@@ -189,6 +197,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'POST',
+    scope: 'submit',
     path: '/v1/tool_call',
     summary: 'Run one tool call and wait for its result (202 with status "queued" if it waits in the offline queue)',
     body: ToolCallBody,
@@ -211,6 +220,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'POST',
+    scope: 'submit',
     path: '/v1/tasks',
     summary: 'Submit a tool call; it is stored before the 202 and runs in the background',
     body: ToolCallBody,
@@ -227,6 +237,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/tasks/{task_id}',
     summary: 'A task, its attempts and its result; wait_ms long-polls until it finishes',
     query: { wait_ms: { type: 'integer', description: 'Wait up to this long for the task to finish' } },
@@ -243,6 +254,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'POST',
+    scope: 'submit',
     path: '/v1/tasks/{task_id}/cancel',
     summary: 'Cancel a task that has not finished',
     response: TaskView,
@@ -287,6 +299,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'POST',
+    scope: 'submit',
     path: '/v1/workflows/run',
     summary: 'Run a workflow; waits for its result unless ?async=true (then 202 { run_id })',
     query: { async: { type: 'boolean', description: 'Answer at once with the run id' } },
@@ -300,6 +313,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/workflows',
     summary: 'Saved workflows',
     handler: async () => ({
@@ -315,6 +329,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'PUT',
+    scope: 'submit',
     path: '/v1/workflows/{workflow_id}',
     summary: 'Save a workflow (validated; each save is a new version)',
     body: Workflow,
@@ -340,6 +355,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/workflows/{workflow_id}',
     summary: 'A saved workflow',
     handler: async ({ params }) => {
@@ -350,6 +366,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'POST',
+    scope: 'submit',
     path: '/v1/workflows/{workflow_id}/runs',
     summary: 'Run a saved workflow; waits unless ?async=true',
     query: { async: { type: 'boolean', description: 'Answer at once with the run id' } },
@@ -364,6 +381,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/runs',
     summary: 'Workflow runs, newest first, by workflow and status',
     query: {
@@ -396,6 +414,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/runs/{run_id}',
     summary: "A workflow run: status, each step's state, the timeline so far",
     response: RunView,
@@ -404,6 +423,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'POST',
+    scope: 'submit',
     path: '/v1/runs/{run_id}/cancel',
     summary: 'Cancel a running workflow run: running steps are cancelled, waiting ones never start',
     response: RunView,
@@ -412,6 +432,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
 
   router.add({
     method: 'GET',
+    scope: 'read',
     path: '/v1/runs/{run_id}/audit',
     summary: "Audit log of an audit_full run: each step's input and output hash, node and signature",
     handler: async ({ params }) => {

@@ -286,7 +286,7 @@ export class SqliteStore implements Store {
   }
 
   async migrate(): Promise<void> {
-    const migrator = new Migrator({ db: this.#db, provider: migrationProvider });
+    const migrator = new Migrator({ db: this.#db, provider: migrationProvider, allowUnorderedMigrations: true });
     const { error, results } = await migrator.migrateToLatest();
     if (error !== undefined) {
       const failed = results?.find((r) => r.status === 'Error')?.migrationName;
