@@ -590,7 +590,7 @@ export class Dispatcher {
       if (entry && isDispatchable(entry) && entry.tools.has(task.tool_name)) return { entry };
     }
     try {
-      const found = this.#scheduler.candidates(task.tool_name, target, excluded)[0];
+      const found = this.#scheduler.best(task.tool_name, target, excluded);
       if (found) return { entry: found };
     } catch (err) {
       return { error: toErrorBody(err), exhausted: false };
@@ -598,7 +598,7 @@ export class Dispatcher {
     // Candidates exist but every one already failed this task.
     let any: NodeEntry | undefined;
     try {
-      any = this.#scheduler.candidates(task.tool_name, target)[0];
+      any = this.#scheduler.best(task.tool_name, target);
     } catch (err) {
       return { error: toErrorBody(err), exhausted: false };
     }
@@ -737,7 +737,7 @@ export class Dispatcher {
       }
       return;
     }
-    this.#scheduler.candidates(toolName, target);
+    this.#scheduler.best(toolName, target);
   }
 
   #validateArgs(toolName: string, target: Target, args: unknown): void {

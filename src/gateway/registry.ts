@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/logger.js';
 import type { RegisterFrame } from '../protocol/frames.js';
 import { type NodeLoad, type NodeRecord, NodeStatus, type Store } from '../store/types.js';
+import { IndexedSet } from './indexed-set.js';
 
 /** What the registry needs from a live node connection. */
 export interface NodeConnection {
@@ -46,7 +47,7 @@ const emptyLoad: NodeLoad = { cpu: 0, memory: 0, in_flight: 0 };
 
 export class Registry extends EventEmitter<RegistryEvents> {
   readonly #nodes = new Map<string, NodeEntry>();
-  readonly #byCapability = new Map<string, Set<string>>();
+  readonly #byCapability = new Map<string, IndexedSet>();
   readonly #store: Store;
   readonly #opts: RegistryOptions;
   #sweep: NodeJS.Timeout | undefined;
@@ -99,7 +100,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 
   /** Node ids that advertise a capability, from the index. */
-  withCapability(capability: string): ReadonlySet<string> | undefined {
+  withCapability(capability: string): IndexedSet | undefined {
     return this.#byCapability.get(capability);
   }
 
@@ -217,7 +218,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     for (const cap of entry.record.capabilities) {
       let set = this.#byCapability.get(cap);
       if (!set) {
-        set = new Set();
+        set = new IndexedSet();
         this.#byCapability.set(cap, set);
       }
       set.add(entry.record.node_id);

@@ -195,6 +195,56 @@ describe('scheduler - ranking', () => {
   });
 });
 
+describe('scheduler - best among many nodes', () => {
+  /** 200 nodes offering echo; every second one also has a GPS; odd ones are saturated. */
+  async function fleet(): Promise<{ entry: NodeEntry; conn: MemoryConnection }[]> {
+    const entries: { entry: NodeEntry; conn: MemoryConnection }[] = [];
+    for (let i = 0; i < 200; i++) {
+      const added = await addNode(`n${i}`, { capabilities: i % 4 < 2 ? ['hardware:gps'] : [], maxConcurrency: 2 });
+      if (i % 2 === 1) added.entry.inFlight = 2;
+      entries.push(added);
+    }
+    return entries;
+  }
+
+  it('scheduler - best never picks a saturated node while idle ones are eligible, and spreads over the idle ones', async () => {
+    await fleet();
+    const chosen = new Map<string, number>();
+    for (let i = 0; i < 400; i++) {
+      const entry = scheduler.best('echo', local)!;
+      scheduler.picked(entry);
+      expect(entry.inFlight).toBe(0);
+      chosen.set(entry.record.node_id, (chosen.get(entry.record.node_id) ?? 0) + 1);
+    }
+    // 100 idle nodes: decisions do not pile onto a few of them.
+    expect(chosen.size).toBeGreaterThan(50);
+    expect(Math.max(...chosen.values())).toBeLessThan(40);
+  });
+
+  it('scheduler - best honours required capabilities, exclusion and status among many nodes', async () => {
+    const entries = await fleet();
+    await registry.disconnected('n0', entries[0]!.conn);
+    const gps: Target = { kind: 'capability', required_capabilities: ['hardware:gps'] };
+    const exclude = new Set(['n4', 'n8', 'n12']);
+    for (let i = 0; i < 200; i++) {
+      const entry = scheduler.best('echo', gps, exclude)!;
+      expect(entry.record.capabilities).toContain('hardware:gps');
+      expect(exclude.has(entry.record.node_id)).toBe(false);
+      expect(entry.record.node_id).not.toBe('n0');
+    }
+  });
+
+  it('scheduler - best finds the one eligible node left and nothing once it too is excluded', async () => {
+    await fleet();
+    const all = new Set(Array.from({ length: 200 }, (_, i) => `n${i}`));
+    all.delete('n137');
+    expect(scheduler.best('echo', local, all)?.record.node_id).toBe('n137');
+    all.add('n137');
+    expect(scheduler.best('echo', local, all)).toBeUndefined();
+    expect(errorOf(() => scheduler.best('nope', local)).code).toBe('FM_ERR_UNKNOWN_TOOL');
+  });
+});
+
 describe('scheduler - exclusion', () => {
   it('scheduler - OFFLINE, disconnected and SYNCING nodes are left out', async () => {
     const { entry: gone, conn: goneConn } = await addNode('gone');

@@ -6,6 +6,7 @@
 import { FieldmeshError } from '../core/errors.js';
 import { haversineMeters, type Target } from '../protocol/target.js';
 import { NodeStatus } from '../store/types.js';
+import type { IndexedSet } from './indexed-set.js';
 import type { NodeEntry, Registry } from './registry.js';
 
 /** Nodes that may receive work: connected and ONLINE, or DEGRADED as a last resort. */
@@ -39,6 +40,14 @@ function compareWith(prefer: readonly string[] | undefined) {
   };
 }
 
+const byLoad = compareWith(undefined);
+const noneExcluded: ReadonlySet<string> = new Set();
+
+/** Up to this many holders of the rarest required capability, a decision compares every one of them. */
+const EXACT_LIMIT = 64;
+/** Beyond EXACT_LIMIT, how many eligible nodes a decision compares. */
+const SAMPLE = 16;
+
 export function requiredCapabilities(toolName: string, target: Target): string[] {
   const caps = new Set<string>([`tool:${toolName}`]);
   for (const c of target.required_capabilities ?? []) caps.add(c);
@@ -57,7 +66,7 @@ export class Scheduler {
    * `exclude` (nodes already tried). Throws the error a user should see when
    * no node can ever take the task right now.
    */
-  candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = new Set()): NodeEntry[] {
+  candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = noneExcluded): NodeEntry[] {
     if (target.kind === 'explicit') return this.#explicit(toolName, target.node_id, requiredCapabilities(toolName, target), exclude);
     if (target.kind === 'failover_chain') return this.#chain(toolName, target.nodes, requiredCapabilities(toolName, target), exclude);
     const required = requiredCapabilities(toolName, target);
@@ -96,12 +105,56 @@ export class Scheduler {
     return found;
   }
 
+  /**
+   * The node a task should go to now: the first of `candidates`, or
+   * undefined when every eligible node is in `exclude`; throws the same
+   * errors. When more than EXACT_LIMIT nodes hold the rarest required
+   * capability (and no `prefer` or area ranks them), it compares SAMPLE
+   * eligible nodes read from a random offset in the capability index instead
+   * of ranking all of them, so a decision costs as much among 10,000 nodes as
+   * among 100, and load still spreads (the power of d choices).
+   */
+  best(toolName: string, target: Target, exclude: ReadonlySet<string> = noneExcluded): NodeEntry | undefined {
+    if ((target.kind === 'local' || target.kind === 'capability' || target.kind === 'load_balanced') && !target.prefer?.length) {
+      const found = this.#sampled(requiredCapabilities(toolName, target), exclude);
+      if (found) return found;
+    }
+    return this.candidates(toolName, target, exclude)[0];
+  }
+
+  #sampled(required: readonly string[], exclude: ReadonlySet<string>): NodeEntry | undefined {
+    let smallest: IndexedSet | undefined;
+    const others: IndexedSet[] = [];
+    for (const c of required) {
+      const set = this.#registry.withCapability(c);
+      if (!set) return undefined;
+      if (!smallest || set.size < smallest.size) {
+        if (smallest) others.push(smallest);
+        smallest = set;
+      } else others.push(set);
+    }
+    const n = smallest?.size ?? 0;
+    if (!smallest || n <= EXACT_LIMIT) return undefined;
+    const start = Math.floor(Math.random() * n);
+    let best: NodeEntry | undefined;
+    let compared = 0;
+    for (let i = 0; i < n && compared < SAMPLE; i++) {
+      const id = smallest.at((start + i) % n);
+      if (exclude.has(id) || !others.every((s) => s.has(id))) continue;
+      const entry = this.#registry.get(id);
+      if (!entry || !isDispatchable(entry)) continue;
+      compared += 1;
+      if (!best || byLoad(entry, best) < 0) best = entry;
+    }
+    return best;
+  }
+
   /** Dispatchable nodes with every capability, found through the index starting from the rarest capability. */
   #matching(required: readonly string[], exclude: ReadonlySet<string>): NodeEntry[] {
     const sets = required.map((c) => this.#registry.withCapability(c));
     const found: NodeEntry[] = [];
     if (!sets.every((s) => s !== undefined && s.size > 0)) return found;
-    const ordered = (sets as ReadonlySet<string>[]).slice().sort((a, b) => a.size - b.size);
+    const ordered = (sets as IndexedSet[]).slice().sort((a, b) => a.size - b.size);
     const [smallest, ...rest] = ordered;
     for (const id of smallest ?? []) {
       if (exclude.has(id) || !rest.every((s) => s.has(id))) continue;
