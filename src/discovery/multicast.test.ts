@@ -200,6 +200,37 @@ describe('multicast discovery', () => {
     expect(discovery.stats().answered).toBeGreaterThanOrEqual(1);
   });
 
+  it('multicast - findGateway says when announcements were dropped for their clock', async () => {
+    const n = await net();
+    const probe = track(await GroupProbe.join(n.port));
+    const gatewayKeys = generateSigningKeys();
+    const finding = findGateway({ ...n, timeoutMs: 500, retryIntervalMs: 50 });
+    // A gateway whose clock is an hour behind this one answers.
+    await waitFor('a DISCOVER from the finder', () => probe.ofType('DISCOVER').length > 0);
+    await probe.send(
+      signDiscoveryMessage(
+        {
+          v: 1,
+          type: 'GATEWAY',
+          gateway_id: 'gateway:slow-clock',
+          node_listen: '0.0.0.0:8788',
+          ca_fingerprint: CA,
+          version: VERSION,
+          protocols: [1],
+          public_key: gatewayKeys.publicKeyPem,
+          sent_at: new Date(Date.now() - 3_600_000).toISOString(),
+          nonce: 'slow-clock-nonce-1',
+        },
+        createPrivateKey(gatewayKeys.privateKeyPem),
+      ),
+    );
+    await expect(finding).rejects.toMatchObject({
+      code: 'FM_ERR_NO_GATEWAY_FOUND',
+      message: expect.stringContaining('1 announcement(s) dropped for a sent_at more than 300000 ms from this clock'),
+      details: { dropped_stale: 1 },
+    });
+  });
+
   it('multicast - forged advertisements are dropped and counted', async () => {
     const n = await net();
     const { discovery } = await startGateway(n);

@@ -130,6 +130,7 @@ abstract class GatewaySeekingEndpoint extends MulticastEndpoint {
       nonce: newNonce(),
       ...(options.senderId ? { sender_id: options.senderId } : {}),
     });
+    const droppedBefore = this.stats().dropped;
     return new Promise<FoundGateway>((resolve, reject) => {
       let retry: NodeJS.Timeout | undefined;
       let lastError: string | undefined;
@@ -142,11 +143,22 @@ abstract class GatewaySeekingEndpoint extends MulticastEndpoint {
       const deadline = this.after(timeoutMs, () => {
         settle();
         const where = `${group}:${port}${interfaceAddress ? ` on ${interfaceAddress}` : ''}`;
+        // Answers dropped meanwhile usually mean a wrong clock here (stale) or a bad gateway key (signature).
+        const dropped = this.stats().dropped;
+        const stale = dropped.stale - droppedBefore.stale;
+        const forged = dropped.signature - droppedBefore.signature;
+        const hints = [
+          lastError ? `last send failed: ${lastError}` : '',
+          stale
+            ? `${stale} announcement(s) dropped for a sent_at more than ${this.opts.maxClockSkewMs} ms from this clock; check the clock`
+            : '',
+          forged ? `${forged} announcement(s) dropped for a bad signature` : '',
+        ].filter(Boolean);
         reject(
           new FieldmeshError(
             'FM_ERR_NO_GATEWAY_FOUND',
-            `No gateway answered DISCOVER on ${where} within ${timeoutMs} ms${lastError ? ` (last send failed: ${lastError})` : ''}`,
-            { details: { group, port, timeout_ms: timeoutMs } },
+            `No gateway answered DISCOVER on ${where} within ${timeoutMs} ms${hints.length ? ` (${hints.join('; ')})` : ''}`,
+            { details: { group, port, timeout_ms: timeoutMs, dropped_stale: stale, dropped_signature: forged } },
           ),
         );
       });
