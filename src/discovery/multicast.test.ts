@@ -147,6 +147,25 @@ describe('multicast discovery', () => {
     await waitFor('a second answer', () => advertiser.stats().answered > before);
   });
 
+  it('multicast - the gateway repeats DISCOVER at its interval', async () => {
+    const n = await net();
+    const probe = track(await GroupProbe.join(n.port));
+    await startGateway(n, { discoverIntervalMs: 50 });
+    await waitFor('three DISCOVER', () => probe.ofType('DISCOVER').length >= 3);
+    expect(probe.ofType('DISCOVER')[0]?.message).toMatchObject({ v: 1, seek: 'nodes', sender_id: 'gateway:main' });
+    // The announcement sent at start, before anyone asked.
+    expect(probe.ofType('GATEWAY')[0]?.message).toMatchObject({ gateway_id: 'gateway:main', node_listen: '0.0.0.0:8788' });
+  });
+
+  it('multicast - a listener without a gateway announcement leaves DISCOVER for gateways unanswered', async () => {
+    const n = await net();
+    const listener = track(new MulticastDiscovery({ ...n }));
+    await listener.start();
+    await expect(findGateway({ ...n, timeoutMs: 300, retryIntervalMs: 50 })).rejects.toMatchObject({ code: 'FM_ERR_NO_GATEWAY_FOUND' });
+    expect(listener.stats()).toMatchObject({ answered: 0 });
+    expect(listener.stats().ignored).toBeGreaterThanOrEqual(1);
+  });
+
   it('multicast - several DISCOVER requests close together get one answer', async () => {
     const n = await net();
     const { advertiser } = await startNode(n, { intervalMs: 3_600_000, answerJitterMs: 0, minAnswerIntervalMs: 60_000 });
