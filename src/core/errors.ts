@@ -43,6 +43,8 @@ export const ErrorCodes = {
   FM_ERR_WORKFLOW_NOT_FOUND: { status: 404, retryable: false, message: 'Workflow not found' },
   FM_ERR_STEP_FAILED: { status: 502, retryable: false, message: 'Workflow step failed' },
   FM_ERR_UNAVAILABLE: { status: 503, retryable: true, message: 'Gateway is unavailable' },
+  FM_ERR_NO_GATEWAY_FOUND: { status: 503, retryable: true, message: 'No gateway answered discovery' },
+  FM_ERR_DISCOVERY_UNAVAILABLE: { status: 503, retryable: false, message: 'Discovery could not start on this network interface' },
   FM_ERR_INTERNAL: { status: 500, retryable: false, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; retryable: boolean; message: string }>;
 
