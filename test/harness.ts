@@ -4,10 +4,10 @@
  * Each node pairs with a fresh code on its first start.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type Managed, startProcess } from '../src/cli/processes.js';
+import { type Managed, pairingArgs, startProcess } from '../src/cli/processes.js';
 import { FieldmeshClient } from '../src/client/index.js';
 
 export const cliPath = resolve(import.meta.dirname, '../dist/cli/index.js');
@@ -123,9 +123,7 @@ export class Cluster {
     const dataDir = this.nodeDataDir(spec.id);
     const args = ['node', '--gateway', spec.gateway ?? this.gateway.listen, '--id', spec.id, '--data-dir', dataDir];
     // Only the first start pairs; later ones find their certificate in the data dir.
-    if (!existsSync(join(dataDir, 'tls', 'node.crt'))) {
-      args.push('--pair', (await this.gateway.client.createPairingCode({ node_id: spec.id })).code);
-    }
+    args.push(...(await pairingArgs(this.gateway.client, spec.id, dataDir)));
     if (spec.name) args.push('--name', spec.name);
     if (spec.platform) args.push('--platform', spec.platform);
     for (const c of spec.capabilities ?? []) args.push('--capability', c);
