@@ -48,6 +48,7 @@ export const ErrorCodes = {
   FM_ERR_PAIRING_NOT_PENDING: { status: 404, retryable: false, message: 'No pairing request is pending for this node' },
   FM_ERR_CERT_REVOKED: { status: 403, retryable: false, message: 'Node certificate has been revoked' },
   FM_ERR_CERT_UNKNOWN: { status: 403, retryable: false, message: 'Node certificate was not issued by this gateway' },
+  FM_ERR_CERT_EXPIRED: { status: 403, retryable: false, message: 'Node certificate has expired' },
   FM_ERR_NODE_ID_MISMATCH: { status: 403, retryable: false, message: 'Node id differs from the one in its certificate' },
   FM_ERR_SIGNING_KEY_MISMATCH: { status: 403, retryable: false, message: 'Node signing key differs from the one bound at pairing' },
   FM_ERR_TASK_SIGNATURE: { status: 403, retryable: false, message: 'TASK frame does not carry a valid gateway signature' },

@@ -73,7 +73,7 @@ function refuseUpgrade(socket: Socket, err: FieldmeshError): void {
   socket.end(
     `HTTP/1.1 ${status} Refused\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
-  socket.destroySoon?.();
+  setTimeout(() => socket.destroy(), 1000).unref();
 }
 
 export class NodeListener {
@@ -166,6 +166,15 @@ export class NodeListener {
     const serial = normalizeSerial(peer?.serialNumber ?? '');
     if (!serial) {
       refuseUpgrade(socket, new FieldmeshError('FM_ERR_CERT_UNKNOWN', 'No client certificate'));
+      return;
+    }
+    // A resumed TLS session does not check the certificate's dates again; this does.
+    const notAfter = Date.parse(peer.valid_to ?? '');
+    if (!(notAfter > Date.now())) {
+      refuseUpgrade(
+        socket,
+        new FieldmeshError('FM_ERR_CERT_EXPIRED', `Certificate ${serial} expired at ${peer.valid_to}`, { details: { serial } }),
+      );
       return;
     }
     if (this.#pairing.isRevoked(serial)) {

@@ -374,8 +374,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       } catch {
         // not a fieldmesh answer
       }
-      if (code === 'FM_ERR_CERT_REVOKED' || code === 'FM_ERR_CERT_UNKNOWN') conn.fatal = new FieldmeshError(code, message);
-      else conn.lastError = new Error(message);
+      if (code === 'FM_ERR_CERT_REVOKED' || code === 'FM_ERR_CERT_UNKNOWN' || code === 'FM_ERR_CERT_EXPIRED') {
+        conn.fatal = new FieldmeshError(code, message);
+      } else conn.lastError = new Error(message);
       conn.ws.terminate();
     });
     res.on('error', () => conn.ws.terminate());
