@@ -20,9 +20,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { FieldmeshClient } from '../src/client/index.js';
 import { type ProfileSummary, summarizeProfile } from './cpuprofile.js';
 import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
+import { type Starter, startMesh } from './mesh.js';
 import { createMoleculerBroker } from './peers/moleculer.js';
 import { type BenchProcess, cpuMs, freePort, sleep, startFieldmesh, startNodeScript } from './procs.js';
 
@@ -117,55 +117,35 @@ export async function drive(
 }
 
 async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string | undefined): Promise<Target> {
-  const procs: BenchProcess[] = [];
-  const stopAll = async () => {
-    // The gateway goes last and gets time to exit cleanly: --cpu-prof writes its profile at exit.
-    await Promise.all(procs.slice(1).map((p) => p.stop(3000)));
-    await procs[0]?.stop(15_000);
-  };
-  try {
-    const gw = await startFieldmesh(
-      ['gateway', '--data-dir', join(dir, 'gw'), '--api', '127.0.0.1:0', '--listen', '127.0.0.1:0'],
-      'gateway ready',
-      {
-        env: { FIELDMESH_LOG_LEVEL: 'info' },
-        logFile: join(dir, 'gateway.log'),
-        nodeFlags: profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
-      },
-    );
-    procs.push(gw.bp);
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
-    const started = await Promise.all(
-      Array.from({ length: nodes }, (_, i) =>
-        startFieldmesh(
-          ['node', '--gateway', String(gw.ready.listen), '--id', `bench:n${i}`, '--data-dir', join(dir, `n${i}`), '--log-level', 'info'],
-          'node ready',
-          { logFile: join(dir, `n${i}.log`) },
-        ),
-      ),
-    );
-    for (const s of started) procs.push(s.bp);
-    const until = Date.now() + 20_000;
-    while ((await client.listNodes('online')).length < nodes) {
-      if (Date.now() > until) throw new Error(`only some of ${nodes} fieldmesh nodes came online`);
-      await sleep(20);
-    }
-    const pids: Record<string, number> = { gateway: gw.bp.pid };
-    started.forEach((s, i) => {
-      pids[`node${i}`] = s.bp.pid;
+  // Logs go to files: a process writing to a pipe waits on its reader, which a production gateway does not.
+  const start: Starter<BenchProcess> = async (args, readyMsg, role) => {
+    const gateway = role === 'gateway';
+    const { bp, ready } = await startFieldmesh(args, readyMsg, {
+      env: { FIELDMESH_LOG_LEVEL: 'info' },
+      logFile: join(dir, `${role.replace(/[^A-Za-z0-9_-]/g, '_')}.log`),
+      nodeFlags: gateway && profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
     });
+    return { process: bp, ready };
+  };
+  // The gateway gets time to exit cleanly: --cpu-prof writes its profile at exit.
+  const mesh = await startMesh({ dir, start, gatewayGraceMs: 15_000 });
+  try {
+    await Promise.all(Array.from({ length: nodes }, (_, i) => mesh.startNode(`bench:n${i}`)));
+    await mesh.waitOnline(nodes);
+    const pids: Record<string, number> = { gateway: mesh.gatewayPid };
+    for (let i = 0; i < nodes; i++) pids[`node${i}`] = mesh.nodes.get(`bench:n${i}`)?.pid ?? -1;
     return {
       pids,
       async call(i) {
-        const r = await client.toolCall({ tool_name: 'unit_convert', tool_args: args(i) });
+        const r = await mesh.client.toolCall({ tool_name: 'unit_convert', tool_args: args(i) });
         if (!r.ok) throw new Error(`call failed: ${r.error?.code} ${r.error?.message}`);
         if (!r.verified) throw new Error(`result not verified: ${r.verification_error ?? ''}`);
         checkOutput(i, r.output);
       },
-      stop: stopAll,
+      stop: () => mesh.stop(),
     };
   } catch (err) {
-    await stopAll();
+    await mesh.stop();
     throw err;
   }
 }

@@ -6,50 +6,18 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Managed, startProcess } from '../src/cli/processes.js';
-import { FieldmeshClient } from '../src/client/index.js';
 import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { type Mesh, startMesh } from './mesh.js';
+import { sleep } from './procs.js';
 
 export async function failoverBench(args: BenchArgs): Promise<void> {
   const runs = num(args, 'runs', 10);
   const dir = mkdtempSync(join(tmpdir(), 'fm-bench-failover-'));
-  const procs: Managed[] = [];
-  const env = { FIELDMESH_LOG_LEVEL: 'warn' };
+  let mesh: Mesh | undefined;
   try {
-    const gw = await startProcess(
-      ['gateway', '--data-dir', join(dir, 'gw'), '--api', '127.0.0.1:0', '--listen', '127.0.0.1:0'],
-      'gateway ready',
-      {
-        env: { FIELDMESH_LOG_LEVEL: 'info' },
-      },
-    );
-    procs.push(gw.managed);
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
-    const startNode = async (id: string) => {
-      const p = await startProcess(
-        [
-          'node',
-          '--gateway',
-          String(gw.ready.listen),
-          '--id',
-          id,
-          '--data-dir',
-          join(dir, id),
-          '--tools-module',
-          toolsModule(),
-          '--log-level',
-          'info',
-        ],
-        'node ready',
-        { env },
-      );
-      procs.push(p.managed);
-      return p.managed;
-    };
-    const nodes = new Map<string, Managed>();
-    for (const id of ['bench:a', 'bench:b', 'bench:c']) nodes.set(id, await startNode(id));
+    mesh = await startMesh({ dir, nodeArgs: ['--tools-module', toolsModule()] });
+    const { client, nodes } = mesh;
+    for (const id of ['bench:a', 'bench:b', 'bench:c']) await mesh.startNode(id);
     const samples: number[] = [];
     for (let i = 0; i < runs; i++) {
       while ((await client.listNodes('online')).length < 3) await sleep(20);
@@ -71,7 +39,7 @@ export async function failoverBench(args: BenchArgs): Promise<void> {
       }
       samples.push(moved);
       await client.cancelTask(taskId).catch(() => undefined);
-      nodes.set(victim, await startNode(victim));
+      await mesh.startNode(victim);
     }
     const sorted = [...samples].sort((a, b) => a - b);
     const result = { runs, median_ms: percentile(sorted, 50), p90_ms: percentile(sorted, 90), max_ms: sorted.at(-1), samples_ms: samples };
@@ -84,7 +52,7 @@ export async function failoverBench(args: BenchArgs): Promise<void> {
       );
     }
   } finally {
-    await Promise.all(procs.map((p) => p.stop(2000)));
+    await mesh?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

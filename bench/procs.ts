@@ -8,7 +8,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { defaultCliPath } from '../src/cli/processes.js';
+import { defaultCliPath, stopProcess } from '../src/cli/processes.js';
 
 export interface BenchProcess {
   proc: ChildProcess;
@@ -76,13 +76,7 @@ export async function startNodeScript(
     pid: proc.pid ?? -1,
     output: () => (opts.logFile === undefined ? tail : readTail(opts.logFile)),
     exited,
-    async stop(graceMs = 5000) {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-      await exited;
-      clearTimeout(timer);
-    },
+    stop: (graceMs) => stopProcess(proc, exited, graceMs),
   };
   const timeoutMs = opts.readyTimeoutMs ?? 30_000;
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {

@@ -1,22 +1,28 @@
 /**
  * Simulated nodes for the scale bench: many per process, each speaking the
- * real node protocol over its own TLS WebSocket with its own Ed25519 key.
- * REGISTER (advertising the built-in tools, as a real node does) → WELCOME →
- * NODE_READY, then a ping and a HEARTBEAT every interval (±10%, as the agent
- * does), and every TASK answered with TASK_ACK and a signed TASK_RESULT.
+ * real node protocol over its own mutual-TLS WebSocket with its own keys.
+ * Each first pairs with a one-time code from the API, as a real node does;
+ * then REGISTER (advertising the built-in tools) → WELCOME → NODE_READY, a
+ * ping and a HEARTBEAT every interval (±10%, as the agent does), and every
+ * TASK answered with TASK_ACK and a signed TASK_RESULT.
  *
- * `node scale-sim.js <gateway host:port> <first index> <count> <parallel connects> <local address>`
- * Prints `sim ready` once its keys exist, starts connecting on a `go` line on
- * stdin, and prints `sim status` every second. SIGTERM closes every socket.
+ * `node scale-sim.js <gateway host:port> <first index> <count> <parallel connects> <local address> <api url>`
+ * Prints `sim ready` once every node is paired, starts connecting on a `go`
+ * line on stdin, and prints `sim status` every second. SIGTERM closes every socket.
  */
 import { createInterface } from 'node:readline';
 import WebSocket from 'ws';
+import { FieldmeshClient } from '../src/client/index.js';
+import { parseHostPort } from '../src/core/address.js';
+import { silentLogger } from '../src/core/logger.js';
 import { VERSION } from '../src/core/version.js';
+import { requestCertificate } from '../src/node/pairing.js';
 import { builtinTools } from '../src/node/tools/index.js';
 import { describeTool } from '../src/node/tools/types.js';
 import { convertUnits, type UnitConvertArgs } from '../src/node/tools/unit-convert.js';
 import { decodeFrame, encodeFrame } from '../src/protocol/codec.js';
 import type { TaskFrame } from '../src/protocol/frames.js';
+import { generateTlsKeyPem } from '../src/protocol/pki.js';
 import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult } from '../src/protocol/signing.js';
 
 /**
@@ -38,6 +44,8 @@ interface Sim {
   g: number;
   id: string;
   keys: SigningKeys;
+  /** Client certificate, key and CA from pairing. */
+  tls?: { cert: string; key: string; ca: string };
   ws?: WebSocket;
   welcomed: boolean;
   timer?: NodeJS.Timeout;
@@ -45,9 +53,9 @@ interface Sim {
 }
 
 async function main(): Promise<void> {
-  const [gateway, first, count, parallel, localAddress] = process.argv.slice(2);
-  if (!gateway || first === undefined || !count || !parallel || !localAddress) {
-    process.stderr.write('usage: scale-sim <gateway> <first> <count> <parallel> <local address>\n');
+  const [gateway, first, count, parallel, localAddress, api] = process.argv.slice(2);
+  if (!gateway || first === undefined || !count || !parallel || !localAddress || !api) {
+    process.stderr.write('usage: scale-sim <gateway> <first> <count> <parallel> <local address> <api url>\n');
     process.exit(2);
   }
   const tools = builtinTools.map(describeTool);
@@ -58,6 +66,7 @@ async function main(): Promise<void> {
   }
   const stats = { connecting: 0, welcomed: 0, closed: 0, errors: 0, heartbeats: 0, tasks: 0, last_error: '' };
   const say = (msg: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ msg, ...fields })}\n`);
+  await pairAll(sims, gateway, new FieldmeshClient({ baseUrl: api, timeoutMs: 60_000 }), Number(parallel));
   say('sim ready', { count: sims.length });
 
   let next = 0;
@@ -120,7 +129,9 @@ async function main(): Promise<void> {
       connectMore();
     };
     const ws = new WebSocket(`wss://${gateway}/v1/connect`, {
-      rejectUnauthorized: false,
+      ...sim.tls,
+      // Reached by IP: the chain is checked against the CA from pairing, not the name.
+      checkServerIdentity: (() => undefined) as unknown as WebSocket.ClientOptions['checkServerIdentity'],
       localAddress,
       maxPayload: 4 * MAX_FRAME,
       handshakeTimeout: 30_000,
@@ -193,6 +204,29 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+}
+
+/** Pairs every simulated node with its own code, `parallel` at a time. */
+async function pairAll(sims: Sim[], gateway: string, client: FieldmeshClient, parallel: number): Promise<void> {
+  let next = 0;
+  const address = parseHostPort('gateway', gateway);
+  const worker = async () => {
+    while (next < sims.length) {
+      const sim = sims[next++]!;
+      const { code } = await client.createPairingCode({ node_id: sim.id });
+      const key = generateTlsKeyPem();
+      const issued = await requestCertificate({
+        gateway: address,
+        nodeId: sim.id,
+        code,
+        tlsKeyPem: key,
+        signingKeys: sim.keys,
+        logger: silentLogger,
+      });
+      sim.tls = { cert: issued.certificate, key, ca: issued.ca_certificate };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, sims.length)) }, worker));
 }
 
 // Imported by the scale bench for simCapabilities; runs only as a script.

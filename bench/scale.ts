@@ -5,7 +5,8 @@
  *
  * - time from the first connection attempt until every node is ONLINE;
  * - gateway RSS per connected idle node: VmRSS after all are online and have
- *   settled, minus VmRSS of the same gateway before any node connected;
+ *   settled, minus VmRSS of the same gateway before any node connected (each
+ *   has paired by then, so its certificate is already in the store);
  * - gateway CPU spent on heartbeats: utime+stime over an idle window in which
  *   the only traffic is heartbeats (and pings) and the health sweeps, per
  *   heartbeat and as a share of one core, with the gateway's CPU over an equal
@@ -199,12 +200,6 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
     }
     const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), timeoutMs: 60_000 });
 
-    await sleep(smoke ? 500 : 2000);
-    const rssBefore = rssBytes(gw.bp.pid);
-    const idle0 = cpuMs(gw.bp.pid);
-    await sleep(windowMs);
-    const idleCpuMs = cpuMs(gw.bp.pid) - idle0;
-
     const per = Math.ceil(nodes / workers);
     const script = join(here, 'scale-sim.js');
     const started = await Promise.all(
@@ -214,12 +209,13 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
         const sim: { bp?: BenchProcess; status: SimStatus | undefined } = { status: undefined };
         return startNodeScript(
           script,
-          [String(gw.ready.listen), String(first), String(count), String(parallel), `127.0.0.${10 + w}`],
+          [String(gw.ready.listen), String(first), String(count), String(parallel), `127.0.0.${10 + w}`, String(gw.ready.api)],
           'sim ready',
           {
             stdin: true,
             openFiles: count + 1024,
-            readyTimeoutMs: 120_000,
+            // Every simulated node pairs with its own code before the process is ready.
+            readyTimeoutMs: Math.max(120_000, count * 100),
             onLine: (line) => {
               try {
                 const f = JSON.parse(line) as SimStatus & { msg: string };
@@ -239,6 +235,13 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
       sims.push(s);
       procs.push(s.bp);
     }
+    // Measured once every node is paired (the certificates are in the store) and before any connects.
+    await sleep(smoke ? 500 : 2000);
+    const rssBefore = rssBytes(gw.bp.pid);
+    const idle0 = cpuMs(gw.bp.pid);
+    await sleep(windowMs);
+    const idleCpuMs = cpuMs(gw.bp.pid) - idle0;
+
     const t0 = performance.now();
     for (const s of sims) s.bp.proc.stdin?.write('go\n');
     let online = 0;

@@ -6,33 +6,20 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Managed, startProcess } from '../src/cli/processes.js';
-import { FieldmeshClient } from '../src/client/index.js';
 import type { Workflow } from '../src/protocol/api.js';
 import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
+import { type Mesh, startMesh } from './mesh.js';
 
 export async function workflowBench(args: BenchArgs): Promise<void> {
   const runs = num(args, 'runs', 5);
   const stepCount = num(args, 'steps', 20);
   const dir = mkdtempSync(join(tmpdir(), 'fm-bench-workflow-'));
-  const procs: Managed[] = [];
+  let mesh: Mesh | undefined;
   try {
-    const gw = await startProcess(
-      ['gateway', '--data-dir', join(dir, 'gw'), '--api', '127.0.0.1:0', '--listen', '127.0.0.1:0'],
-      'gateway ready',
-      {
-        env: { FIELDMESH_LOG_LEVEL: 'info' },
-      },
-    );
-    procs.push(gw.managed);
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
-    for (const id of ['bench:a', 'bench:b']) {
-      const p = await startProcess(['node', '--gateway', String(gw.ready.listen), '--id', id, '--data-dir', join(dir, id)], 'node ready', {
-        env: { FIELDMESH_LOG_LEVEL: 'info' },
-      });
-      procs.push(p.managed);
-    }
-    while ((await client.listNodes('online')).length < 2) await new Promise((r) => setTimeout(r, 20));
+    mesh = await startMesh({ dir });
+    const { client } = mesh;
+    for (const id of ['bench:a', 'bench:b']) await mesh.startNode(id);
+    await mesh.waitOnline(2);
     const workflow: Workflow = {
       workflow_id: 'bench_sequential',
       steps: Array.from({ length: stepCount }, (_, i) => ({
@@ -80,7 +67,7 @@ export async function workflowBench(args: BenchArgs): Promise<void> {
       );
     }
   } finally {
-    await Promise.all(procs.map((p) => p.stop(2000)));
+    await mesh?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -1,112 +1,13 @@
 // Bad input over HTTP and over the node protocol gets a precise error, never a crash, and never disturbs work already running.
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import type { ToolCallResult } from '../src/protocol/api.js';
-import { resultHash, signResult } from '../src/protocol/signing.js';
 import { Cluster, http, type NodeHandle, waitFor } from './harness.js';
-
-// biome-ignore lint/suspicious/noExplicitAny: frames and bodies off the wire are checked by the assertions, not by types
-type Json = Record<string, any>;
+import { heartbeat, type Json, pairRawNode, type RawIdentity, RawPeer, taskResult } from './raw-node.js';
 
 /** Frame limit of the gateway under test: a real node's REGISTER (~7 KB with the test tools) must still fit. */
 const MAX_FRAME = 16 * 1024;
 const MAX_BODY = 4096;
-
-/** A hand-driven node connection: sends whatever the test says and keeps every frame the gateway sends back. */
-class RawPeer {
-  readonly frames: Json[] = [];
-  readonly closed: Promise<{ code: number; reason: string }>;
-  #read = 0;
-
-  private constructor(readonly ws: WebSocket) {
-    ws.on('message', (data) => this.frames.push(JSON.parse(String(data)) as Json));
-    this.closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
-  }
-
-  static async open(listen: string): Promise<RawPeer> {
-    const ws = new WebSocket(`wss://${listen}/v1/connect`, { rejectUnauthorized: false });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    return new RawPeer(ws);
-  }
-
-  send(data: string | Json | Buffer): void {
-    this.ws.send(typeof data === 'string' || Buffer.isBuffer(data) ? data : JSON.stringify(data));
-  }
-
-  /** The next frame the gateway sent that this test has not read yet. */
-  next(what = 'a frame'): Promise<Json> {
-    return waitFor(what, () => {
-      const frame = this.frames[this.#read];
-      if (frame) this.#read += 1;
-      return frame;
-    });
-  }
-
-  get open(): boolean {
-    return this.ws.readyState === WebSocket.OPEN;
-  }
-
-  close(): void {
-    this.ws.terminate();
-  }
-}
-
-interface RawIdentity {
-  nodeId: string;
-  privateKey: KeyObject;
-  register: Json;
-}
-
-/** A REGISTER as a node agent would send it, for a node offering `raw_tool`. */
-function rawIdentity(nodeId: string): RawIdentity {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  return {
-    nodeId,
-    privateKey,
-    register: {
-      v: 1,
-      type: 'REGISTER',
-      versions: [1],
-      node_id: nodeId,
-      name: nodeId,
-      platform: 'test',
-      capabilities: ['tool:raw_tool'],
-      tools: [
-        { name: 'raw_tool', description: 'answered by the test', input_schema: { type: 'object' }, output_schema: { type: 'object' } },
-      ],
-      location: null,
-      public_key: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-      agent_version: 'test',
-      max_concurrency: 1,
-    },
-  };
-}
-
-function heartbeat(nodeId: string, cpu = 0.1): Json {
-  return { v: 1, type: 'HEARTBEAT', node_id: nodeId, seq: 0, load: { cpu, memory: 0.5, in_flight: 0 }, sent_at: new Date().toISOString() };
-}
-
-function taskResult(id: RawIdentity, taskId: string, attempt: number, output: Json): Json {
-  const timestamp = new Date().toISOString();
-  const hash = resultHash(output);
-  return {
-    v: 1,
-    type: 'TASK_RESULT',
-    task_id: taskId,
-    attempt,
-    ok: true,
-    output,
-    duration_ms: 1,
-    result_hash: hash,
-    node_signature: signResult(id.privateKey, taskId, attempt, hash, timestamp),
-    timestamp,
-  };
-}
 
 /**
  * An HTTP client on one keep-alive connection, reused for each request as client libraries do. Bodies are
@@ -158,14 +59,17 @@ describe('bad input', () => {
   let longCall: Promise<ToolCallResult>;
   const post = (path: string, body: string | Buffer, headers?: Record<string, string>) => http(c.gateway.api, 'POST', path, body, headers);
   const call = (body: Json) => post('/v1/tool_call', JSON.stringify(body));
-  const peer = async () => {
-    const p = await RawPeer.open(c.gateway.listen);
+  /** A paired identity for peers that never get as far as registering. */
+  let anonymous: RawIdentity;
+  const rawIdentity = (nodeId: string) => pairRawNode(c.gateway, nodeId);
+  const peer = async (id: RawIdentity = anonymous) => {
+    const p = await RawPeer.open(c.gateway.listen, id.tls);
     peers.push(p);
     return p;
   };
   /** A raw peer that has registered and is ONLINE. */
   const registered = async (id: RawIdentity) => {
-    const p = await peer();
+    const p = await peer(id);
     p.send(id.register);
     expect(await p.next('WELCOME')).toMatchObject({ type: 'WELCOME', node_id: id.nodeId, max_frame_bytes: MAX_FRAME });
     p.send({ v: 1, type: 'NODE_READY', node_id: id.nodeId });
@@ -181,6 +85,7 @@ describe('bad input', () => {
   beforeAll(async () => {
     await c.startGateway(['--max-body-bytes', String(MAX_BODY), '--max-frame-bytes', String(MAX_FRAME)]);
     worker = await c.startNode({ id: 'edge:worker' });
+    anonymous = await rawIdentity('garbage:peer');
     // Runs through every test below; it must finish untouched by the garbage.
     longCall = c.gateway.client.toolCall({
       tool_name: 'slow_echo',
@@ -352,7 +257,7 @@ describe('bad input', () => {
 
     it('bad input - a binary frame gets FM_ERR_MALFORMED_FRAME', async () => {
       const p = await peer();
-      p.send(Buffer.from(JSON.stringify(rawIdentity('binary:peer').register)));
+      p.send(Buffer.from(JSON.stringify(anonymous.register)));
       expect(await p.next()).toMatchObject({ type: 'ERROR', code: 'FM_ERR_MALFORMED_FRAME' });
     });
 
@@ -367,14 +272,14 @@ describe('bad input', () => {
     });
 
     it('bad input - a REGISTER with wrong types gets FM_ERR_MALFORMED_FRAME naming the field and registers nothing', async () => {
-      const id = rawIdentity('typo:peer');
+      const id = await rawIdentity('typo:peer');
       const cases: [Json, string][] = [
         [{ max_concurrency: 'four' }, '/max_concurrency'],
         [{ capabilities: 'hardware:gps' }, '/capabilities'],
         [{ node_id: 42 }, '/node_id'],
         [{ tools: [{ name: 'raw_tool' }] }, '/tools'],
       ];
-      const p = await peer();
+      const p = await peer(id);
       for (const [change, path] of cases) {
         p.send({ ...id.register, ...change });
         const error = await p.next();
@@ -385,8 +290,8 @@ describe('bad input', () => {
     });
 
     it('bad input - a REGISTER with no common version gets FM_ERR_PROTOCOL_VERSION and the socket is closed', async () => {
-      const p = await peer();
-      const id = rawIdentity('future:peer');
+      const id = await rawIdentity('future:peer');
+      const p = await peer(id);
       p.send({ ...id.register, v: 99, versions: [99] });
       const error = await p.next();
       expect(error).toMatchObject({ type: 'ERROR', code: 'FM_ERR_PROTOCOL_VERSION' });
@@ -396,7 +301,7 @@ describe('bad input', () => {
     });
 
     it('bad input - an oversized frame gets FM_ERR_FRAME_TOO_LARGE and the connection stays usable', async () => {
-      const id = rawIdentity('big:peer');
+      const id = await rawIdentity('big:peer');
       const p = await registered(id);
       p.send({ ...heartbeat(id.nodeId), sent_at: 'x'.repeat(2 * MAX_FRAME) });
       const error = await p.next();
@@ -410,7 +315,7 @@ describe('bad input', () => {
     });
 
     it('bad input - a registered peer sending a malformed frame gets an ERROR that echoes its task_id', async () => {
-      const id = rawIdentity('echo:peer');
+      const id = await rawIdentity('echo:peer');
       const p = await registered(id);
       p.send({ v: 1, type: 'TASK_RESULT', task_id: 'task_made_up', attempt: 1, ok: 'perhaps' });
       expect(await p.next()).toMatchObject({ type: 'ERROR', code: 'FM_ERR_MALFORMED_FRAME', task_id: 'task_made_up' });
@@ -424,17 +329,17 @@ describe('bad input', () => {
     });
 
     it('bad input - a TASK_RESULT for a task never sent is discarded and counted', async () => {
-      const id = rawIdentity('stale:peer');
+      const id = await rawIdentity('stale:peer');
       const p = await registered(id);
       const before = await healthz();
-      p.send(taskResult(id, 'task_never_sent', 1, { forged: true }));
+      p.send(taskResult(id.privateKey, 'task_never_sent', 1, { forged: true }));
       await waitFor('stale result counted', async () => (await healthz()).stale_results === before.stale_results + 1);
       expect(p.open).toBe(true);
       expect(await http(c.gateway.api, 'GET', '/v1/tasks/task_never_sent')).toMatchObject({ status: 404 });
     });
 
     it('bad input - a node that registers again replaces its old connection without failing calls on the new one', async () => {
-      const id = rawIdentity('dup:peer');
+      const id = await rawIdentity('dup:peer');
       const old = await registered(id);
       // The old socket goes half-open: it no longer reads, so it never answers the gateway's close.
       old.ws.pause();
@@ -446,7 +351,7 @@ describe('bad input', () => {
       // Only now does the old socket finally go away.
       old.close();
       const settledEarly = await Promise.race([pending.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 500))]);
-      fresh.send(taskResult(id, task.task_id as string, task.attempt as number, { answered: 'on the new connection' }));
+      fresh.send(taskResult(id.privateKey, task.task_id as string, task.attempt as number, { answered: 'on the new connection' }));
       const r = await pending;
       expect(r.error).toBeUndefined();
       expect(r).toMatchObject({ ok: true, node_id: id.nodeId, output: { answered: 'on the new connection' }, verified: true });

@@ -1,12 +1,13 @@
 /**
  * Test harness: real gateway and node processes from the built CLI, on port 0
- * over TLS, in temp data dirs, stopped and removed after each file.
+ * over mutual TLS, in temp data dirs, stopped and removed after each file.
+ * Each node pairs with a fresh code on its first start.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { type Managed, startProcess } from '../src/cli/processes.js';
+import { type Managed, pairingArgs, startProcess } from '../src/cli/processes.js';
 import { FieldmeshClient } from '../src/client/index.js';
 
 export const cliPath = resolve(import.meta.dirname, '../dist/cli/index.js');
@@ -29,6 +30,8 @@ export interface NodeSpec {
   /** Load the test tools (slow_echo, fail_with, big_output) besides the built-ins. @default true */
   testTools?: boolean;
   extraArgs?: string[];
+  /** Dial this address instead of the gateway's listener (a proxy in between). */
+  gateway?: string;
 }
 
 export interface NodeHandle {
@@ -111,9 +114,16 @@ export class Cluster {
     return this.startGateway(this.#gatewayArgs, { api: api.replace(/^https?:\/\//, ''), listen });
   }
 
+  /** The data dir `startNode` uses for a node id. */
+  nodeDataDir(id: string): string {
+    return join(this.root, id.replace(/[^A-Za-z0-9_-]/g, '_'));
+  }
+
   async startNode(spec: NodeSpec): Promise<NodeHandle> {
-    const dataDir = join(this.root, spec.id.replace(/[^A-Za-z0-9_-]/g, '_'));
-    const args = ['node', '--gateway', this.gateway.listen, '--id', spec.id, '--data-dir', dataDir];
+    const dataDir = this.nodeDataDir(spec.id);
+    const args = ['node', '--gateway', spec.gateway ?? this.gateway.listen, '--id', spec.id, '--data-dir', dataDir];
+    // Only the first start pairs; later ones find their certificate in the data dir.
+    args.push(...(await pairingArgs(this.gateway.client, spec.id, dataDir)));
     if (spec.name) args.push('--name', spec.name);
     if (spec.platform) args.push('--platform', spec.platform);
     for (const c of spec.capabilities ?? []) args.push('--capability', c);

@@ -1,9 +1,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startProcess } from '../src/cli/processes.js';
 import { parseHostPort } from '../src/core/address.js';
-import { Cluster, cliPath, http, testToolsModule, waitFor } from './harness.js';
+import { Cluster, http, waitFor } from './harness.js';
 
 /**
  * A loopback TCP proxy the test can partition. `cut()` black-holes both
@@ -103,16 +101,6 @@ class PartitionProxy {
   }
 }
 
-/** Starts a node like Cluster.startNode, but dialling `gateway` (the proxy) instead of the gateway itself. */
-async function startNodeVia(c: Cluster, gateway: string, id: string, capabilities: string[], extraArgs: string[] = []): Promise<void> {
-  const dataDir = join(c.root, id.replace(/[^A-Za-z0-9_-]/g, '_'));
-  const args = ['node', '--gateway', gateway, '--id', id, '--data-dir', dataDir, '--tools-module', testToolsModule, ...extraArgs];
-  for (const cap of capabilities) args.push('--capability', cap);
-  const { managed } = await startProcess(args, 'node ready', { cliPath });
-  c.procs.push(managed);
-  await waitFor(`${id} ONLINE`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
-}
-
 async function staleResults(api: string): Promise<number> {
   const res = await http(api, 'GET', '/healthz');
   return Number(res.json.stale_results);
@@ -131,7 +119,7 @@ describe('partition', () => {
     // Two slots each, so one busy slot ranks B below the idle A on any machine.
     const slots = ['--max-concurrency', '2'];
     await Promise.all([
-      startNodeVia(c, proxy.address, A, ['role:shared'], slots),
+      c.startNode({ id: A, capabilities: ['role:shared'], extraArgs: slots, gateway: proxy.address }),
       c.startNode({ id: B, capabilities: ['role:shared'], extraArgs: slots }),
     ]);
   }, 60_000);

@@ -11,7 +11,7 @@ import type { Command } from 'commander';
 import { FieldmeshClient } from '../client/index.js';
 import type { Workflow } from '../protocol/api.js';
 import { printJson } from './format.js';
-import { type Managed, startProcess } from './processes.js';
+import { type Managed, pairingArgs, startProcess } from './processes.js';
 import { followRun, formatTimeline } from './run.js';
 
 /** The seed workflow of the original design: redact on the phone, convert on the Pi. */
@@ -87,9 +87,11 @@ export async function runDemo(log: (line: string) => void = (l) => process.stdou
     procs.push(gw.managed);
     const api = String(gw.ready.api);
     const listen = String(gw.ready.listen);
-    log(`gateway  api ${api}  nodes ${listen} (TLS)`);
+    log(`gateway  api ${api}  nodes ${listen} (mutual TLS)`);
+    const client = new FieldmeshClient({ baseUrl: api });
     await Promise.all(
       demoNodes.map(async (n) => {
+        const dataDir = join(dir, n.id.replace(/[:/]/g, '_'));
         const args = [
           'node',
           '--gateway',
@@ -101,16 +103,17 @@ export async function runDemo(log: (line: string) => void = (l) => process.stdou
           '--platform',
           n.platform,
           '--data-dir',
-          join(dir, n.id.replace(/[:/]/g, '_')),
+          dataDir,
+          // Each node pairs with a one-time code, so everything runs over mutual TLS.
+          ...(await pairingArgs(client, n.id, dataDir)),
         ];
         for (const c of n.caps) args.push('--capability', c);
         if (n.location) args.push('--location', n.location);
         const p = await startProcess(args, 'node ready', { env });
         procs.push(p.managed);
-        log(`node     ${n.id} ("${n.name}", ${n.platform}${n.caps.length ? `, ${n.caps.join(', ')}` : ''}) online`);
+        log(`node     ${n.id} ("${n.name}", ${n.platform}${n.caps.length ? `, ${n.caps.join(', ')}` : ''}) paired and online`);
       }),
     );
-    const client = new FieldmeshClient({ baseUrl: api });
     const deadline = Date.now() + 15_000;
     while ((await client.listNodes('online')).length < demoNodes.length) {
       if (Date.now() > deadline) throw new Error('nodes did not come online within 15 s');

@@ -1,5 +1,6 @@
 /** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
+import { parseDuration } from '../core/duration.js';
 import { createLogger, type LogLevel } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
 import { collect, intOption } from './format.js';
@@ -26,6 +27,7 @@ export function gatewayCommand(program: Command): void {
       collect,
     )
     .option('--run-retention-ms <ms>', 'prune finished workflow runs older than this', intOption)
+    .option('--node-cert-ttl <duration>', 'life of the node certificates pairing issues, e.g. 90d (nodes renew at two thirds)', '90d')
     .option('--log-level <level>', 'debug | info | warn | error | silent', process.env.FIELDMESH_LOG_LEVEL ?? 'info')
     .action(async (o) => {
       const gateway = await Gateway.start({
@@ -43,6 +45,7 @@ export function gatewayCommand(program: Command): void {
         envAllow: o.envAllow,
         egressTools: o.egressTool,
         runRetentionMs: o.runRetentionMs,
+        nodeCertTtlMs: parseDuration('--node-cert-ttl', o.nodeCertTtl as string),
         logger: createLogger(o.logLevel as LogLevel),
       });
       const stop = () => {

@@ -7,6 +7,7 @@ import { reportError } from './format.js';
 import { gatewayCommand } from './gateway.js';
 import { nodeCommand } from './node.js';
 import { nodesCommand } from './nodes.js';
+import { pairCommand } from './pair.js';
 import { runCommand } from './run.js';
 import { taskCommand } from './task.js';
 
@@ -14,6 +15,7 @@ const program = new Command('fieldmesh').version(VERSION).description('Run tool 
 gatewayCommand(program);
 nodeCommand(program);
 nodesCommand(program);
+pairCommand(program);
 taskCommand(program);
 runCommand(program);
 demoCommand(program);

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { createLogger, type LogLevel } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
-import { collect, intOption } from './format.js';
+import { collect, intOption, reportError } from './format.js';
 
 export function nodeCommand(program: Command): void {
   program
@@ -17,7 +17,9 @@ export function nodeCommand(program: Command): void {
     .option('--location <lat,lon>', 'location, e.g. 37.7749,-122.4194')
     .option('--max-concurrency <n>', 'tool calls run at once', intOption)
     .option('--tools-module <path>', 'ESM module exporting `tools` to run besides the built-ins (repeatable)', collect, [])
-    .option('--gateway-ca <file>', 'verify the gateway against this CA certificate instead of pinning it on first use')
+    .option('--pair <code>', 'pair with this code from `fieldmesh pair` (only needed on the first start)')
+    .option('--request-pairing', 'without a certificate or code, ask to pair and wait for `fieldmesh nodes approve ID`')
+    .option('--gateway-ca <file>', 'verify the gateway against this CA certificate (also while pairing)')
     .option('--log-level <level>', 'debug | info | warn | error | silent', process.env.FIELDMESH_LOG_LEVEL ?? 'info')
     .action(async (o) => {
       const agent = await NodeAgent.start({
@@ -31,7 +33,14 @@ export function nodeCommand(program: Command): void {
         maxConcurrency: o.maxConcurrency,
         toolModules: o.toolsModule,
         gatewayCaFile: o.gatewayCa,
+        pairingCode: o.pair,
+        requestPairing: o.requestPairing === true,
         logger: createLogger(o.logLevel as LogLevel, { node_id: o.id }),
+      });
+      // Revoked, or refused as another node: reconnecting cannot help.
+      agent.once('fatal', (err) => {
+        reportError(err);
+        void agent.stop().then(() => process.exit(1));
       });
       const stop = () => {
         void agent.stop().then(() => process.exit(0));

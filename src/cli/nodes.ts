@@ -1,4 +1,7 @@
-/** `fieldmesh nodes list|health|caps`: the original `nodes` tool's actions over the HTTP API. */
+/**
+ * `fieldmesh nodes list|health|caps`: the original `nodes` tool's actions over
+ * the HTTP API; `approve|deny|revoke`: pairing decisions and revocation.
+ */
 import type { Command } from 'commander';
 import { FieldmeshClient } from '../client/index.js';
 import { printJson, table } from './format.js';
@@ -9,36 +12,56 @@ export function apiOption(cmd: Command): Command {
     .option('--json', 'print the raw JSON answer');
 }
 
+/** The API client of a command given {@link apiOption}'s options. */
+export function apiClient(o: { api: string }): FieldmeshClient {
+  return new FieldmeshClient({ baseUrl: o.api });
+}
+
+/** Pairing requests waiting for an operator, with the fingerprint to compare against the node's log. */
+async function listPending(o: { api: string; json?: boolean }): Promise<void> {
+  const pending = await apiClient(o).listPendingNodes();
+  if (o.json) return printJson({ nodes: pending });
+  process.stdout.write(
+    pending.length === 0
+      ? 'no pairing requests are pending\n'
+      : `${table(
+          ['NODE', 'NAME', 'PLATFORM', 'FINGERPRINT', 'FROM', 'REQUESTED'],
+          pending.map((n) => [n.node_id, n.name, n.platform, n.fingerprint, n.remote_address, n.requested_at]),
+        )}\n`,
+  );
+}
+
 export function nodesCommand(program: Command): void {
   const nodes = program.command('nodes').description('inspect the nodes a gateway knows');
 
-  apiOption(nodes.command('list').description('list nodes').option('--status <status>', 'online | degraded | offline | syncing')).action(
-    async (o) => {
-      const list = await new FieldmeshClient({ baseUrl: o.api }).listNodes(o.status);
-      if (o.json) return printJson({ nodes: list });
-      if (list.length === 0) {
-        process.stdout.write('no nodes\n');
-        return;
-      }
-      process.stdout.write(
-        `${table(
-          ['NODE', 'NAME', 'STATUS', 'PLATFORM', 'IN-FLIGHT', 'CPU', 'CAPABILITIES'],
-          list.map((n) => [
-            n.node_id,
-            n.name,
-            n.status,
-            n.platform,
-            n.load.in_flight,
-            `${Math.round(n.load.cpu * 100)}%`,
-            n.capabilities.filter((c) => !c.startsWith('tool:')).join(','),
-          ]),
-        )}\n`,
-      );
-    },
-  );
+  apiOption(
+    nodes.command('list').description('list nodes').option('--status <status>', 'online | degraded | offline | syncing | pending'),
+  ).action(async (o) => {
+    if (o.status?.toLowerCase() === 'pending') return listPending(o);
+    const list = await apiClient(o).listNodes(o.status);
+    if (o.json) return printJson({ nodes: list });
+    if (list.length === 0) {
+      process.stdout.write('no nodes\n');
+      return;
+    }
+    process.stdout.write(
+      `${table(
+        ['NODE', 'NAME', 'STATUS', 'PLATFORM', 'IN-FLIGHT', 'CPU', 'CAPABILITIES'],
+        list.map((n) => [
+          n.node_id,
+          n.name,
+          n.status,
+          n.platform,
+          n.load.in_flight,
+          `${Math.round(n.load.cpu * 100)}%`,
+          n.capabilities.filter((c) => !c.startsWith('tool:')).join(','),
+        ]),
+      )}\n`,
+    );
+  });
 
   apiOption(nodes.command('health <node_id>').description("a node's health from its heartbeats")).action(async (id: string, o) => {
-    const h = await new FieldmeshClient({ baseUrl: o.api }).nodeHealth(id);
+    const h = await apiClient(o).nodeHealth(id);
     if (o.json) return printJson(h);
     process.stdout.write(
       `${h.node_id}: ${h.status}${h.connected ? '' : ' (not connected)'}\n` +
@@ -49,10 +72,38 @@ export function nodesCommand(program: Command): void {
 
   apiOption(nodes.command('caps <node_id>').alias('capabilities').description("a node's capabilities and tools")).action(
     async (id: string, o) => {
-      const c = await new FieldmeshClient({ baseUrl: o.api }).nodeCapabilities(id);
+      const c = await apiClient(o).nodeCapabilities(id);
       if (o.json) return printJson(c);
       process.stdout.write(`${c.node_id}\n  capabilities: ${c.capabilities.join(', ')}\n  tools:\n`);
       for (const t of c.tools) process.stdout.write(`    ${t.name} - ${t.description}\n`);
     },
   );
+
+  apiOption(nodes.command('approve <node_id>').description('approve a pending pairing request (see `nodes list --status pending`)')).action(
+    async (id: string, o) => {
+      const r = await apiClient(o).approveNode(id);
+      if (o.json) return printJson(r);
+      process.stdout.write(`approved ${r.node_id} (fingerprint ${r.fingerprint}); it receives its certificate now\n`);
+    },
+  );
+
+  apiOption(nodes.command('deny <node_id>').description('deny a pending pairing request')).action(async (id: string, o) => {
+    const r = await apiClient(o).denyNode(id);
+    if (o.json) return printJson(r);
+    process.stdout.write(`denied ${r.node_id} (fingerprint ${r.fingerprint})\n`);
+  });
+
+  apiOption(
+    nodes
+      .command('revoke <node_id>')
+      .description("revoke a node's certificates: its connection closes now and it can never reconnect with them"),
+  ).action(async (id: string, o) => {
+    const r = await apiClient(o).revokeNode(id);
+    if (o.json) return printJson(r);
+    process.stdout.write(
+      r.revoked_serials.length === 0
+        ? `${r.node_id} holds no certificate that was not already revoked\n`
+        : `revoked ${r.node_id}: certificate${r.revoked_serials.length > 1 ? 's' : ''} ${r.revoked_serials.join(', ')}\n`,
+    );
+  });
 }

@@ -1,9 +1,13 @@
 /**
  * Starts gateway and node processes and waits for their ready lines; used by
- * `fieldmesh demo` and by the integration tests, so both run what users run.
+ * `fieldmesh demo`, the integration tests and the benches, so all run what
+ * users run.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { FieldmeshClient } from '../client/index.js';
 
 export const defaultCliPath = fileURLToPath(new URL('./index.js', import.meta.url));
 
@@ -39,13 +43,7 @@ export async function startProcess(
     proc,
     output: () => out,
     exited,
-    async stop(graceMs = 5000) {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      proc.kill('SIGTERM');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-      await exited;
-      clearTimeout(timer);
-    },
+    stop: (graceMs) => stopProcess(proc, exited, graceMs),
   };
   const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
     let buffered = '';
@@ -82,4 +80,22 @@ export async function startProcess(
     });
   });
   return { managed, ready };
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process exited. */
+export async function stopProcess(proc: ChildProcess, exited: Promise<unknown>, graceMs = 5000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * The `--pair CODE` arguments a node needs on its first start: a fresh code
+ * for it from the gateway, unless its data dir already holds a certificate.
+ */
+export async function pairingArgs(client: FieldmeshClient, nodeId: string, dataDir: string): Promise<string[]> {
+  if (existsSync(join(dataDir, 'tls', 'node.crt'))) return [];
+  return ['--pair', (await client.createPairingCode({ node_id: nodeId })).code];
 }

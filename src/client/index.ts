@@ -18,6 +18,10 @@ import type {
   NodeCapabilities,
   NodeHealth,
   NodeView,
+  PairingCodeView,
+  PairingDecision,
+  PendingNodeView,
+  RevocationView,
   RunView,
   TaskView,
   ToolCallBody,
@@ -69,6 +73,29 @@ export class FieldmeshClient {
   async listNodes(status?: 'online' | 'degraded' | 'offline' | 'syncing'): Promise<NodeView[]> {
     const q = status ? `?status=${encodeURIComponent(status)}` : '';
     return (await this.#request<{ nodes: NodeView[] }>('GET', `/v1/nodes${q}`)).nodes;
+  }
+
+  /** Nodes waiting for an operator to approve their pairing request. */
+  async listPendingNodes(): Promise<PendingNodeView[]> {
+    return (await this.#request<{ nodes: PendingNodeView[] }>('GET', '/v1/nodes?status=pending')).nodes;
+  }
+
+  /** A single-use pairing code for `fieldmesh node --pair`; `ttl_seconds` defaults to 600. */
+  createPairingCode(opts: { node_id?: string; ttl_seconds?: number } = {}): Promise<PairingCodeView> {
+    return this.#request('POST', '/v1/pairing-codes', opts);
+  }
+
+  approveNode(nodeId: string): Promise<PairingDecision> {
+    return this.#request('POST', `/v1/nodes/${encodeURIComponent(nodeId)}/approve`);
+  }
+
+  denyNode(nodeId: string): Promise<PairingDecision> {
+    return this.#request('POST', `/v1/nodes/${encodeURIComponent(nodeId)}/deny`);
+  }
+
+  /** Revokes a node's certificates; its live connection closes at once. */
+  revokeNode(nodeId: string): Promise<RevocationView> {
+    return this.#request('POST', `/v1/nodes/${encodeURIComponent(nodeId)}/revoke`);
   }
 
   async getNode(nodeId: string): Promise<NodeView> {

@@ -6,6 +6,7 @@
  * offline queue until its node is back. Attempt numbers fence late results, and
  * every attempt is kept in the task's record.
  */
+import type { KeyObject } from 'node:crypto';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { type ErrorBody, ErrorCodes, FieldmeshError, isErrorCode, toErrorBody } from '../core/errors.js';
 import { newId } from '../core/ids.js';
@@ -13,7 +14,7 @@ import type { Logger } from '../core/logger.js';
 import { encodeFrame } from '../protocol/codec.js';
 import type { ErrorFrame, TaskAckFrame, TaskResultFrame } from '../protocol/frames.js';
 import type { JsonValue } from '../protocol/json.js';
-import { resultHash, verifyResult } from '../protocol/signing.js';
+import { resultHash, type SignedTaskFields, signTask, verifyResult } from '../protocol/signing.js';
 import { backoffBefore, type OfflineBehavior, type RetryPolicy, type Target } from '../protocol/target.js';
 import { type AttemptRecord, NodeStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
 import type { NodeEntry, Registry } from './registry.js';
@@ -44,6 +45,8 @@ export interface DispatcherOptions {
   /** How long a task waits for an eligible node to come (back) online before it fails. */
   placementTimeoutMs: number;
   logger: Logger;
+  /** The gateway's Ed25519 key: every TASK frame is signed with it, and nodes refuse one that is not. */
+  taskSigningKey: KeyObject;
   /** Called for every attempt that reached a node (it answered, or was lost or timed out there). */
   onAttempt?: (task: TaskRecord, attempt: AttemptRecord) => void;
 }
@@ -88,6 +91,8 @@ type StoredOptions = NonNullable<TaskRecord['options']> & FanOutOptions;
 const MIGRATION_CODES = new Set(['FM_ERR_CONNECTION_LOST', 'FM_ERR_NODE_OFFLINE', 'FM_ERR_UNAVAILABLE', 'FM_ERR_SHUTTING_DOWN']);
 /** A task that keeps losing its node gives up after this many moves. */
 const MAX_MIGRATIONS = 20;
+/** Result signatures remembered to refuse one replayed for another task or attempt. */
+const SEEN_SIGNATURES = 100_000;
 
 const key = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
 
@@ -114,6 +119,7 @@ export class Dispatcher {
   readonly #ajv = new Ajv({ allErrors: false, strict: false });
   readonly #validators = new Map<string, ValidateFunction>();
   #stopping = false;
+  readonly #seenSignatures = new Map<string, string>();
   /** Results that arrived for an attempt no longer waited on (late, replayed or unknown). */
   staleResults = 0;
 
@@ -344,8 +350,31 @@ export class Dispatcher {
     if (p) p.acked = true;
   }
 
-  onResult(entry: NodeEntry, frame: TaskResultFrame): void {
-    const p = this.#pending.get(key(frame.task_id, frame.attempt));
+  /**
+   * Settles the attempt a result answers. Returns the error to send back when
+   * the result is refused: a node signature already seen on a result for
+   * another task or attempt is a replay, and never settles anything.
+   */
+  onResult(entry: NodeEntry, frame: TaskResultFrame): ErrorBody | undefined {
+    const k = key(frame.task_id, frame.attempt);
+    const seenFor = this.#seenSignatures.get(frame.node_signature);
+    if (seenFor !== undefined && seenFor !== k) {
+      this.staleResults += 1;
+      this.#opts.logger.warn('refused a replayed result', {
+        task_id: frame.task_id,
+        attempt: frame.attempt,
+        node_id: entry.record.node_id,
+      });
+      return {
+        code: 'FM_ERR_RESULT_REPLAYED',
+        message: `This result's signature was already delivered for another task or attempt; refused for ${frame.task_id} attempt ${frame.attempt}`,
+      };
+    }
+    if (seenFor === undefined) {
+      this.#seenSignatures.set(frame.node_signature, k);
+      if (this.#seenSignatures.size > SEEN_SIGNATURES) this.#seenSignatures.delete(this.#seenSignatures.keys().next().value as string);
+    }
+    const p = this.#pending.get(k);
     if (!p || p.nodeId !== entry.record.node_id) {
       this.staleResults += 1;
       this.#opts.logger.debug('discarded result for an attempt not awaited', {
@@ -353,7 +382,7 @@ export class Dispatcher {
         attempt: frame.attempt,
         node_id: entry.record.node_id,
       });
-      return;
+      return undefined;
     }
     const body = frame.ok ? (frame.output ?? null) : (frame.error ?? null);
     let verify_error: string | undefined;
@@ -378,6 +407,7 @@ export class Dispatcher {
     if (frame.ok) outcome.output = (frame.output ?? null) as JsonValue;
     else outcome.error = frame.error ?? { code: 'FM_ERR_EXECUTION', message: 'Node reported a failure without details' };
     p.settle(outcome);
+    return undefined;
   }
 
   /** An ERROR frame from a node that names a task fails that task's current attempt on the node. */
@@ -787,13 +817,16 @@ export class Dispatcher {
       this.#pending.set(k, pending);
       active.current = pending;
       entry.inFlight += 1;
-      const frame = encodeFrame('TASK', {
+      const fields: SignedTaskFields = {
         task_id: task.task_id,
         attempt,
+        node_id: nodeId,
         tool_name: task.tool_name,
         tool_args: task.tool_args,
         timeout_ms: task.timeout_ms,
-      });
+        issued_at: new Date().toISOString(),
+      };
+      const frame = encodeFrame('TASK', { ...fields, gateway_signature: signTask(this.#opts.taskSigningKey, fields) });
       if (!this.#send(nodeId, frame)) {
         pending.settle(failure({ code: 'FM_ERR_CONNECTION_LOST', message: `Node "${nodeId}" is not connected`, retryable: true }));
       }

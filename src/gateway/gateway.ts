@@ -13,9 +13,10 @@ import { Dispatcher } from './dispatcher.js';
 import { GatewayMetrics } from './metrics.js';
 import { NodeListener } from './node-listener.js';
 import { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions } from './options.js';
+import { PairingService } from './pairing.js';
 import { Registry } from './registry.js';
 import { Scheduler } from './scheduler.js';
-import { loadOrCreateGatewayIdentity } from './tls.js';
+import { type GatewayIdentity, loadOrCreateGatewayIdentity } from './tls.js';
 import { WorkflowEngine } from './workflows.js';
 
 export class Gateway {
@@ -25,6 +26,7 @@ export class Gateway {
   readonly dispatcher: Dispatcher;
   readonly workflows: WorkflowEngine;
   readonly metrics: GatewayMetrics;
+  readonly pairing: PairingService;
   /** `http://host:port` of the API once started. */
   apiUrl = '';
   /** `host:port` of the node listener once started. */
@@ -36,8 +38,9 @@ export class Gateway {
   #stopped = false;
   #pruneTimer: NodeJS.Timeout | undefined;
 
-  private constructor(options: CompiledGatewayOptions, store: Store, listener: (g: Gateway) => NodeListener) {
+  private constructor(options: CompiledGatewayOptions, store: Store, identity: GatewayIdentity, listener: (g: Gateway) => NodeListener) {
     this.options = options;
+    this.caFingerprint = identity.caFingerprint;
     this.store = store;
     this.#logger = options.logger;
     this.registry = new Registry(store, {
@@ -53,6 +56,7 @@ export class Gateway {
       resultGraceMs: options.resultGraceMs,
       placementTimeoutMs: options.placementTimeoutMs,
       logger: options.logger,
+      taskSigningKey: identity.signingKey,
       onAttempt: (task, a) =>
         this.metrics.record({
           tool: task.tool_name,
@@ -77,6 +81,7 @@ export class Gateway {
       envAllow: options.envAllow,
       egressTools: options.egressTools,
     });
+    this.pairing = new PairingService(store, identity, { nodeCertTtlMs: options.nodeCertTtlMs, logger: options.logger });
     this.#listener = listener(this);
     const router = new Router(options.maxBodyBytes, options.logger);
     registerRoutes(router, {
@@ -85,6 +90,7 @@ export class Gateway {
       dispatcher: this.dispatcher,
       workflows: this.workflows,
       metrics: this.metrics,
+      pairing: this.pairing,
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
     this.#http = createServer((req, res) => {
@@ -107,8 +113,9 @@ export class Gateway {
     const gateway = new Gateway(
       options,
       store,
+      identity,
       (g) =>
-        new NodeListener(identity, g.registry, g.dispatcher, {
+        new NodeListener(identity, g.registry, g.dispatcher, g.pairing, {
           host: options.listen.host,
           port: options.listen.port,
           maxFrameBytes: options.maxFrameBytes,
@@ -117,9 +124,9 @@ export class Gateway {
           logger: options.logger,
         }),
     );
-    gateway.caFingerprint = identity.caFingerprint;
     try {
       await gateway.registry.load();
+      await gateway.pairing.load();
       const listen = await gateway.#listener.listen();
       gateway.listenAddress = formatHostPort({ host: listen.address, port: listen.port });
       await new Promise<void>((resolve, reject) => {
@@ -165,9 +172,10 @@ export class Gateway {
     this.#logger.info('gateway stopped');
   }
 
-  /** Drops finished runs past the retention age, with their tasks and audit entries. */
+  /** Drops finished runs past the retention age, with their tasks and audit entries, and pairing codes expired a day ago. */
   async #prune(): Promise<void> {
     try {
+      await this.store.pruneExpiredPairingCodes(new Date(Date.now() - 86_400_000).toISOString());
       const n = await this.store.pruneRuns(new Date(Date.now() - this.options.runRetentionMs).toISOString());
       if (n > 0) this.#logger.info('pruned old workflow runs', { count: n });
     } catch (err) {

@@ -1,18 +1,45 @@
 /**
- * Node listener: WebSocket over TLS. It asks every peer for a client
- * certificate (so pairing can require one), checks each frame against its
- * schema, negotiates the protocol version in REGISTER/WELCOME and hands frames
- * to the registry and dispatcher. A bad frame gets an ERROR frame, never a crash.
+ * Node listener: WebSocket over mutual TLS. One port serves two TLS servers
+ * (tls-router.ts): connections offering ALPN `fieldmesh-pair` reach the pairing
+ * exchange and nothing else; every other connection must present a client
+ * certificate signed by the gateway CA and unexpired, or the handshake fails.
+ * A revoked certificate is refused at the WebSocket upgrade, and a REGISTER
+ * whose node id or signing key differs from the certificate's is refused at
+ * the first frame, before any work. Each frame is checked against its schema,
+ * the protocol version is negotiated in REGISTER/WELCOME, and frames go to the
+ * registry and dispatcher. A bad frame gets an ERROR frame, never a crash.
  */
+import { createPublicKey } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { FieldmeshError, statusOf, toErrorBody } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { decodeFrame, encodeFrame, negotiateVersion } from '../protocol/codec.js';
-import { type Frame, PROTOCOL_VERSIONS } from '../protocol/frames.js';
+import { type CertRenewFrame, type Frame, PROTOCOL_VERSIONS } from '../protocol/frames.js';
+import { PAIRING_ALPN, PAIRING_PATH } from '../protocol/pairing.js';
+import { normalizeSerial } from '../protocol/pki.js';
+import type { CertificateRecord } from '../store/types.js';
 import type { Dispatcher } from './dispatcher.js';
+import type { PairingService } from './pairing.js';
+import { PAIRING_MAX_FRAME_BYTES, PairingEndpoint } from './pairing-endpoint.js';
 import type { NodeConnection, NodeEntry, Registry } from './registry.js';
 import type { GatewayIdentity } from './tls.js';
+import { TlsRouter } from './tls-router.js';
+
+/** WebSocket close code for a peer whose identity is refused (revoked, or not the node its certificate names). */
+export const CLOSE_IDENTITY_REFUSED = 4003;
+
+/** What one mTLS connection proved at the handshake. */
+interface PeerIdentity {
+  serial: string;
+  /** CN of the client certificate. */
+  nodeId: string | undefined;
+  /** The issued certificate, once REGISTER checked it. */
+  cert?: CertificateRecord;
+}
 
 export interface NodeListenerOptions {
   host: string;
@@ -29,74 +56,159 @@ export interface ListenerStats {
   connections: number;
 }
 
+function notWebSocket(_req: IncomingMessage, res: ServerResponse): void {
+  res.writeHead(426, { 'content-type': 'application/json' });
+  res.end(
+    JSON.stringify({
+      ok: false,
+      error: { code: 'FM_ERR_INVALID_REQUEST', message: 'This port speaks the node protocol over WebSocket' },
+    }),
+  );
+}
+
+/** Answers an upgrade request with an HTTP error and its FM_ERR_* body, then drops the socket. */
+function refuseUpgrade(socket: Socket, err: FieldmeshError): void {
+  const body = JSON.stringify({ ok: false, error: err.toJSON() });
+  const status = statusOf(err.code);
+  socket.end(
+    `HTTP/1.1 ${status} Refused\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+  setTimeout(() => socket.destroy(), 1000).unref();
+}
+
 export class NodeListener {
+  readonly #router: TlsRouter;
+  /** Mutual TLS: the node protocol. */
   readonly #server: Server;
+  /** No client certificate: only the pairing exchange. */
+  readonly #pairServer: Server;
   readonly #wss: WebSocketServer;
+  readonly #pairWss: WebSocketServer;
   readonly #registry: Registry;
   readonly #dispatcher: Dispatcher;
+  readonly #pairing: PairingService;
   readonly #opts: NodeListenerOptions;
+  /** The certificate serial each live node-protocol socket presented. */
+  readonly #peers = new Map<WebSocket, PeerIdentity>();
   readonly stats: ListenerStats = { frames_rejected: 0, connections: 0 };
 
-  constructor(identity: GatewayIdentity, registry: Registry, dispatcher: Dispatcher, opts: NodeListenerOptions) {
+  constructor(identity: GatewayIdentity, registry: Registry, dispatcher: Dispatcher, pairing: PairingService, opts: NodeListenerOptions) {
     this.#registry = registry;
     this.#dispatcher = dispatcher;
+    this.#pairing = pairing;
     this.#opts = opts;
     this.#server = createServer({
       key: identity.keyPem,
       cert: identity.certChainPem,
-      ca: identity.caCertPem,
+      ca: [identity.caCertPem],
+      // A peer without a certificate from the gateway CA, or with an expired one, fails the handshake.
       requestCert: true,
-      // Pairing (mutual TLS) decides which client certificates are required; until then one is asked for, not demanded.
-      rejectUnauthorized: false,
+      rejectUnauthorized: true,
       minVersion: 'TLSv1.2',
     });
-    this.#server.on('request', (_req, res) => {
-      res.writeHead(426, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify({
-          ok: false,
-          error: { code: 'FM_ERR_INVALID_REQUEST', message: 'This port speaks the node protocol over WebSocket' },
-        }),
-      );
+    this.#pairServer = createServer({
+      key: identity.keyPem,
+      cert: identity.certChainPem,
+      ALPNProtocols: [PAIRING_ALPN],
+      minVersion: 'TLSv1.2',
     });
-    this.#server.on('tlsClientError', (err) => opts.logger.debug('tls client error', { error: err.message }));
+    for (const server of [this.#server, this.#pairServer]) {
+      server.on('request', notWebSocket);
+      server.on('tlsClientError', (err, socket) =>
+        opts.logger.debug('tls client error', { error: err.message, remote: socket.remoteAddress }),
+      );
+    }
+    this.#router = new TlsRouter({ routes: { [PAIRING_ALPN]: this.#pairServer }, fallback: this.#server, logger: opts.logger });
     // Frames past the limit but under this hard cap get an ERROR frame and the connection lives on; beyond it ws closes with 1009.
-    this.#wss = new WebSocketServer({ server: this.#server, maxPayload: opts.maxFrameBytes * 4 });
-    this.#wss.on('connection', (ws, req) => this.#accept(ws, req.socket.remoteAddress ?? 'unknown'));
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxFrameBytes * 4 });
+    this.#server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#upgrade(req, socket, head));
+    this.#wss.on('connection', (ws, req) => this.#accept(ws, req));
+    const endpoint = new PairingEndpoint(pairing, opts.gatewayId, opts.logger);
+    this.#pairWss = new WebSocketServer({ server: this.#pairServer, path: PAIRING_PATH, maxPayload: PAIRING_MAX_FRAME_BYTES });
+    this.#pairWss.on('connection', (ws, req) => endpoint.accept(ws, req.socket.remoteAddress ?? 'unknown'));
     // Only the live connection's loss fails its attempts (the registry ignores a replaced one); the tasks then migrate.
     registry.on('disconnected', (entry) => {
       const nodeId = entry.record.node_id;
       dispatcher.failNode(nodeId, { code: 'FM_ERR_CONNECTION_LOST', message: `Connection to node "${nodeId}" was lost`, retryable: true });
     });
+    pairing.on('revoked', (nodeId, serials) => this.#closeRevoked(nodeId, new Set(serials)));
   }
 
   async listen(): Promise<AddressInfo> {
+    const server = this.#router.server;
     await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.#opts.port, this.#opts.host, () => {
-        this.#server.off('error', reject);
+      server.once('error', reject);
+      server.listen(this.#opts.port, this.#opts.host, () => {
+        server.off('error', reject);
         resolve();
       });
     });
-    return this.#server.address() as AddressInfo;
+    return server.address() as AddressInfo;
   }
 
   async close(): Promise<void> {
-    for (const ws of this.#wss.clients) ws.close(1001, 'gateway shutting down');
-    await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
+    for (const ws of [...this.#wss.clients, ...this.#pairWss.clients]) ws.close(1001, 'gateway shutting down');
+    await Promise.all([this.#wss, this.#pairWss].map((wss) => new Promise<void>((resolve) => wss.close(() => resolve()))));
+    this.#router.destroyPending();
     await new Promise<void>((resolve) => {
-      this.#server.close(() => resolve());
+      this.#router.server.close(() => resolve());
       setTimeout(() => {
-        for (const ws of this.#wss.clients) ws.terminate();
+        for (const ws of [...this.#wss.clients, ...this.#pairWss.clients]) ws.terminate();
         this.#server.closeAllConnections?.();
+        this.#pairServer.closeAllConnections?.();
       }, 500).unref();
     });
   }
 
-  #accept(ws: WebSocket, remoteAddress: string): void {
+  /** Refuses a revoked certificate before any WebSocket exists, with a body that tells the node why. */
+  #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const peer = (socket as TLSSocket).getPeerCertificate?.();
+    const serial = normalizeSerial(peer?.serialNumber ?? '');
+    if (!serial) {
+      refuseUpgrade(socket, new FieldmeshError('FM_ERR_CERT_UNKNOWN', 'No client certificate'));
+      return;
+    }
+    // A resumed TLS session does not check the certificate's dates again; this does.
+    const notAfter = Date.parse(peer.valid_to ?? '');
+    if (!(notAfter > Date.now())) {
+      refuseUpgrade(
+        socket,
+        new FieldmeshError('FM_ERR_CERT_EXPIRED', `Certificate ${serial} expired at ${peer.valid_to}`, { details: { serial } }),
+      );
+      return;
+    }
+    if (this.#pairing.isRevoked(serial)) {
+      this.#opts.logger.warn('refused a revoked certificate', { serial, node_id: peer.subject?.CN, remote: socket.remoteAddress });
+      refuseUpgrade(socket, new FieldmeshError('FM_ERR_CERT_REVOKED', `Certificate ${serial} has been revoked`, { details: { serial } }));
+      return;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#wss.emit('connection', ws, req));
+  }
+
+  /** Ends, with 4003, every live connection that presented one of the revoked certificates or is the revoked node. */
+  #closeRevoked(nodeId: string, serials: Set<string>): void {
+    for (const [ws, peer] of this.#peers) {
+      if (!serials.has(peer.serial) && peer.nodeId !== nodeId) continue;
+      if (ws.readyState === ws.OPEN) {
+        ws.send(encodeFrame('ERROR', { code: 'FM_ERR_CERT_REVOKED', message: `The certificate of node "${nodeId}" has been revoked` }));
+      }
+      ws.close(CLOSE_IDENTITY_REFUSED, 'FM_ERR_CERT_REVOKED');
+      // A peer that does not answer the close is not given the time to send anything more.
+      setTimeout(() => ws.terminate(), 1000).unref();
+    }
+    void this.#registry.distrust(nodeId);
+  }
+
+  #accept(ws: WebSocket, req: IncomingMessage): void {
+    const remoteAddress = req.socket.remoteAddress ?? 'unknown';
+    const peerCert = (req.socket as TLSSocket).getPeerCertificate();
+    const cn = peerCert.subject?.CN;
+    const peer: PeerIdentity = { serial: normalizeSerial(peerCert.serialNumber ?? ''), nodeId: Array.isArray(cn) ? undefined : cn };
+    this.#peers.set(ws, peer);
     this.stats.connections += 1;
     let entry: NodeEntry | undefined;
     let registering = false;
+    let renewing = false;
     const conn: NodeConnection = {
       remoteAddress,
       send: (text) => ws.send(text),
@@ -132,7 +244,7 @@ export class NodeListener {
           return;
         }
         registering = true;
-        void this.#register(ws, conn, frame).then(
+        void this.#register(ws, conn, frame, peer).then(
           (e) => {
             entry = e;
             registering = false;
@@ -145,18 +257,55 @@ export class NodeListener {
         );
         return;
       }
+      if (frame.type === 'CERT_RENEW') {
+        if (renewing) reject('FM_ERR_INVALID_REQUEST', 'A certificate renewal is already in progress');
+        else {
+          renewing = true;
+          void this.#renew(ws, peer, frame, reject).finally(() => {
+            renewing = false;
+          });
+        }
+        return;
+      }
       this.#handle(entry, frame, reject);
     });
 
     ws.on('error', (err) => this.#opts.logger.debug('node socket error', { error: err.message, node_id: entry?.record.node_id }));
     ws.on('close', (code, reason) => {
+      this.#peers.delete(ws);
       if (!entry) return;
       this.#opts.logger.info('node disconnected', { node_id: entry.record.node_id, code, reason: reason.toString() });
       void this.#registry.disconnected(entry.record.node_id, conn);
     });
   }
 
-  async #register(ws: WebSocket, conn: NodeConnection, frame: Extract<Frame, { type: 'REGISTER' }>): Promise<NodeEntry | undefined> {
+  async #register(
+    ws: WebSocket,
+    conn: NodeConnection,
+    frame: Extract<Frame, { type: 'REGISTER' }>,
+    peer: PeerIdentity,
+  ): Promise<NodeEntry | undefined> {
+    try {
+      peer.cert = await this.#pairing.checkPresented(peer.serial, frame.node_id, peer.nodeId);
+      if (!sameKey(frame.public_key, peer.cert.signing_public_key)) {
+        throw new FieldmeshError(
+          'FM_ERR_SIGNING_KEY_MISMATCH',
+          `REGISTER names a signing key other than the one node "${frame.node_id}" paired with`,
+        );
+      }
+    } catch (err) {
+      const e = toErrorBody(err);
+      this.stats.frames_rejected += 1;
+      this.#opts.logger.warn('refused a node identity', {
+        code: e.code,
+        message: e.message,
+        serial: peer.serial,
+        remote: conn.remoteAddress,
+      });
+      if (ws.readyState === ws.OPEN) ws.send(encodeFrame('ERROR', { code: e.code, message: e.message }));
+      ws.close(CLOSE_IDENTITY_REFUSED, e.code);
+      return undefined;
+    }
     const version = negotiateVersion(frame.versions, PROTOCOL_VERSIONS);
     if (version === undefined) {
       this.stats.frames_rejected += 1;
@@ -196,6 +345,33 @@ export class NodeListener {
     return entry;
   }
 
+  /** A new certificate over the live connection, for the node named by the one it connected with. */
+  async #renew(
+    ws: WebSocket,
+    peer: PeerIdentity,
+    frame: CertRenewFrame,
+    reject: (code: string, message: string, taskId?: string) => void,
+  ): Promise<void> {
+    if (!peer.cert) return;
+    try {
+      const issued = await this.#pairing.renew(peer.cert, frame.csr);
+      if (ws.readyState === ws.OPEN) {
+        ws.send(
+          encodeFrame('CERT_ISSUED', {
+            node_id: issued.node_id,
+            certificate: issued.certificate,
+            serial: issued.serial,
+            not_after: issued.not_after,
+          }),
+        );
+      }
+      this.#opts.logger.info('node certificate renewed', { node_id: issued.node_id, serial: issued.serial, not_after: issued.not_after });
+    } catch (err) {
+      const e = toErrorBody(err);
+      reject(e.code, e.message);
+    }
+  }
+
   #handle(entry: NodeEntry, frame: Frame, reject: (code: string, message: string, taskId?: string) => void): void {
     if ('node_id' in frame && frame.node_id !== entry.record.node_id) {
       reject('FM_ERR_MALFORMED_FRAME', `Frame names node "${frame.node_id}" but this connection registered as "${entry.record.node_id}"`);
@@ -211,9 +387,11 @@ export class NodeListener {
       case 'TASK_ACK':
         this.#dispatcher.onAck(entry, frame);
         return;
-      case 'TASK_RESULT':
-        this.#dispatcher.onResult(entry, frame);
+      case 'TASK_RESULT': {
+        const refused = this.#dispatcher.onResult(entry, frame);
+        if (refused) reject(refused.code, refused.message, frame.task_id);
         return;
+      }
       case 'ERROR':
         this.#opts.logger.warn('node reported an error', { node_id: entry.record.node_id, code: frame.code, message: frame.message });
         this.#dispatcher.onNodeError(entry, frame);
@@ -221,5 +399,16 @@ export class NodeListener {
       default:
         reject('FM_ERR_MALFORMED_FRAME', `A node may not send ${frame.type} frames`);
     }
+  }
+}
+
+/** Two public keys in PEM are the same key (whatever their line breaks). */
+function sameKey(a: string, b: string): boolean {
+  try {
+    return createPublicKey(a)
+      .export({ type: 'spki', format: 'der' })
+      .equals(createPublicKey(b).export({ type: 'spki', format: 'der' }));
+  } catch {
+    return false;
   }
 }

@@ -36,6 +36,8 @@ export interface GatewayOptions {
   runRetentionMs?: number;
   /** Identifier in WELCOME frames and logs. @default "gateway:main" */
   gatewayId?: string;
+  /** Life of the node certificates pairing issues; nodes renew at two thirds of it. @default 7776000000 (90 days) */
+  nodeCertTtlMs?: number;
   logger?: Logger;
 }
 
@@ -56,6 +58,7 @@ export interface CompiledGatewayOptions {
   egressTools: string[];
   runRetentionMs: number;
   gatewayId: string;
+  nodeCertTtlMs: number;
   logger: Logger;
 }
 
@@ -113,6 +116,8 @@ export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayO
     egressTools: names('egressTools', options.egressTools ?? ['summarize', 'upload_result']),
     runRetentionMs: positiveInt('runRetentionMs', options.runRetentionMs, 7 * 24 * 3600_000, 1000, 10 * 365 * 24 * 3600_000),
     gatewayId: options.gatewayId ?? 'gateway:main',
+    // Certificates carry whole seconds, so a life below ten seconds would renew before it could be used.
+    nodeCertTtlMs: positiveInt('nodeCertTtlMs', options.nodeCertTtlMs, 90 * 24 * 3600_000, 10_000, 10 * 365 * 24 * 3600_000),
     logger: options.logger ?? createLogger(),
   };
 }

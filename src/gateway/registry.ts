@@ -127,8 +127,8 @@ export class Registry extends EventEmitter<RegistryEvents> {
       location: frame.location ?? null,
       load: { ...emptyLoad },
       public_key: frame.public_key,
-      // Pairing decides trust; until a node holds a certificate from the gateway CA it is only known, not trusted.
-      trusted: false,
+      // Only a peer that presented a certificate from the gateway CA, issued to this node id, gets this far.
+      trusted: true,
       protocol_version: version,
       agent_version: frame.agent_version,
       max_concurrency: frame.max_concurrency,
@@ -153,6 +153,18 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.#index(entry);
     await this.#setStatus(entry, NodeStatus.Syncing);
     return entry;
+  }
+
+  /** The node's certificates were revoked: it stays known, no longer trusted. */
+  async distrust(nodeId: string): Promise<void> {
+    const entry = this.#nodes.get(nodeId);
+    if (!entry?.record.trusted) return;
+    entry.record.trusted = false;
+    try {
+      await this.#store.upsertNode(entry.record);
+    } catch (err) {
+      this.#opts.logger.error('could not persist node trust', { node_id: nodeId, error: String(err) });
+    }
   }
 
   /** The node finished its start-up after WELCOME and takes work. */

@@ -1,34 +1,22 @@
 /**
  * The gateway's TLS identity: a CA (ECDSA P-256) created at first start in the
- * data dir, and a server certificate it signs for the node listener. Keys are
- * written 0600. Node certificates will be signed by the same CA at pairing.
+ * data dir, a server certificate it signs for the node listener, and the
+ * Ed25519 key TASK frames are signed with. Keys are written 0600. Node
+ * certificates (CN and SAN = node id, client auth) are signed by the same CA
+ * at pairing and renewal.
  */
-import { X509Certificate as NodeX509, webcrypto } from 'node:crypto';
+import { type KeyObject, X509Certificate as NodeX509, webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type * as X509 from '@peculiar/x509';
+import { FieldmeshError } from '../core/errors.js';
+import { EC_ALGORITHM, loadX509, pemToDer, toPem } from '../protocol/pki.js';
+import { generateSigningKeys, loadSigningKeys } from '../protocol/signing.js';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 type CryptoKey = webcrypto.CryptoKey;
 
-let x509: typeof X509;
-
-/**
- * Loads @peculiar/x509 on first use: it resolves its services through
- * tsyringe, which needs the Reflect metadata API installed before it loads.
- */
-async function loadX509(): Promise<typeof X509> {
-  if (!x509) {
-    await import('reflect-metadata');
-    x509 = await import('@peculiar/x509');
-    // Typed against the DOM's Crypto; Node's webcrypto implements it.
-    x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
-  }
-  return x509;
-}
-
-const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+const alg = EC_ALGORITHM;
 
 export interface GatewayIdentity {
   caCertPem: string;
@@ -37,13 +25,10 @@ export interface GatewayIdentity {
   keyPem: string;
   /** SHA-256 fingerprint of the CA certificate, `AA:BB:…` as Node prints it. */
   caFingerprint: string;
-}
-
-function toPem(der: ArrayBuffer, label: string): string {
-  const b64 = Buffer.from(der)
-    .toString('base64')
-    .replace(/(.{64})/g, '$1\n');
-  return `-----BEGIN ${label}-----\n${b64.trimEnd()}\n-----END ${label}-----\n`;
+  caKeyPem: string;
+  /** Ed25519 key the gateway signs TASK frames (and deployed bundles) with. */
+  signingKey: KeyObject;
+  signingPublicKeyPem: string;
 }
 
 function serial(): string {
@@ -78,8 +63,7 @@ async function createCa(): Promise<{ certPem: string; keyPem: string }> {
 }
 
 async function importCaKey(keyPem: string): Promise<CryptoKey> {
-  const b64 = keyPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
-  return webcrypto.subtle.importKey('pkcs8', Buffer.from(b64, 'base64'), alg, false, ['sign']);
+  return webcrypto.subtle.importKey('pkcs8', pemToDer(keyPem), alg, false, ['sign']);
 }
 
 async function createServerCert(caCertPem: string, caKeyPem: string, names: string[]): Promise<{ certPem: string; keyPem: string }> {
@@ -110,7 +94,9 @@ async function createServerCert(caCertPem: string, caKeyPem: string, names: stri
   return { certPem: `${cert.toString('pem').trimEnd()}\n`, keyPem: toPem(pkcs8, 'PRIVATE KEY') };
 }
 
-/** Loads the gateway CA and server certificate from `dataDir/tls`, creating what is missing. */
+export const GATEWAY_SIGNING_KEY_FILE = 'gateway-signing.key';
+
+/** Loads the gateway CA, server certificate and signing key from `dataDir/tls`, creating what is missing. */
 export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: string[] = []): Promise<GatewayIdentity> {
   const dir = join(dataDir, 'tls');
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -118,6 +104,7 @@ export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: s
   const caKeyFile = join(dir, 'ca.key');
   const certFile = join(dir, 'gateway.crt');
   const keyFile = join(dir, 'gateway.key');
+  const signingKeyFile = join(dir, GATEWAY_SIGNING_KEY_FILE);
 
   if (!existsSync(caCertFile) || !existsSync(caKeyFile)) {
     const ca = await createCa();
@@ -133,10 +120,88 @@ export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: s
     writeSecret(keyFile, server.keyPem);
     writeFileSync(certFile, server.certPem);
   }
+  if (!existsSync(signingKeyFile)) writeSecret(signingKeyFile, generateSigningKeys().privateKeyPem);
+  const signing = loadSigningKeys(readFileSync(signingKeyFile, 'utf8'));
   return {
     caCertPem,
     certChainPem: readFileSync(certFile, 'utf8') + caCertPem,
     keyPem: readFileSync(keyFile, 'utf8'),
     caFingerprint: new NodeX509(caCertPem).fingerprint256,
+    caKeyPem: readFileSync(caKeyFile, 'utf8'),
+    signingKey: signing.privateKey,
+    signingPublicKeyPem: signing.publicKeyPem,
   };
+}
+
+export interface NodeCertificateParams {
+  caCertPem: string;
+  caKeyPem: string;
+  nodeId: string;
+  /** The node's public key: a CryptoKey, or SPKI DER. */
+  publicKey: CryptoKey | Uint8Array;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** Signs a node certificate (CN and DNS SAN = node id, client auth only) with the gateway CA. */
+export async function signNodeCertificate(p: NodeCertificateParams): Promise<string> {
+  const x509 = await loadX509();
+  const caCert = new x509.X509Certificate(p.caCertPem);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: [{ CN: [p.nodeId] }],
+    issuer: caCert.subject,
+    notBefore: p.notBefore,
+    notAfter: p.notAfter,
+    signingAlgorithm: alg,
+    publicKey: p.publicKey,
+    signingKey: await importCaKey(p.caKeyPem),
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: 'dns', value: p.nodeId }]),
+      await x509.AuthorityKeyIdentifierExtension.create(caCert, false),
+    ],
+  });
+  return `${cert.toString('pem').trimEnd()}\n`;
+}
+
+const refused = (message: string) => new FieldmeshError('FM_ERR_PAIRING_REFUSED', message);
+
+/** Checks a node's certificate request (a valid PKCS#10 self-signature, an ECDSA P-256 key, CN = node id); returns its SPKI. */
+export async function readNodeCsr(csrPem: string, nodeId: string): Promise<Uint8Array> {
+  const x509 = await loadX509();
+  let csr: InstanceType<typeof x509.Pkcs10CertificateRequest>;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch {
+    throw refused('csr: not a PEM PKCS#10 certificate request');
+  }
+  const key = csr.publicKey.algorithm as { name?: string; namedCurve?: string };
+  if (key.name !== 'ECDSA' || key.namedCurve !== 'P-256') throw refused('csr: the key must be ECDSA P-256');
+  if (!(await csr.verify())) throw refused('csr: its signature does not verify');
+  const cn = csr.subjectName.getField('CN')[0];
+  if (cn !== nodeId) throw refused(`csr: CN "${cn ?? ''}" differs from node id "${nodeId}"`);
+  return new Uint8Array(csr.publicKey.rawData);
+}
+
+/** Signs a certificate for a node's CSR (see {@link readNodeCsr}), valid for `ttlMs`. */
+export async function issueNodeCertificate(
+  identity: Pick<GatewayIdentity, 'caCertPem' | 'caKeyPem'>,
+  csrPem: string,
+  nodeId: string,
+  ttlMs: number,
+): Promise<string> {
+  const publicKey = await readNodeCsr(csrPem, nodeId);
+  const now = Date.now();
+  // A little back-dating absorbs clock skew, but never so much that a short-lived certificate looks half used.
+  const backdate = Math.min(60_000, Math.floor(ttlMs / 10));
+  return signNodeCertificate({
+    ...identity,
+    nodeId,
+    publicKey,
+    notBefore: new Date(now - backdate),
+    notAfter: new Date(now + ttlMs),
+  });
 }

@@ -1,25 +1,43 @@
-// NodeAgent: the edge side of the mesh — registers with the gateway over WebSocket+TLS, heartbeats, runs tasks and signs their results.
+// NodeAgent: the edge side of the mesh — pairs once, then registers with the gateway over WebSocket and mutual TLS,
+// heartbeats, runs the tasks the gateway signed, signs their results and renews its certificate over the live connection.
 import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import WebSocket from 'ws';
 import { formatHostPort } from '../core/address.js';
-import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+import { type ErrorBody, FieldmeshError, isErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { VERSION } from '../core/version.js';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
-import { type CancelFrame, type FrameType, PROTOCOL_VERSIONS, type TaskFrame, type WelcomeFrame } from '../protocol/frames.js';
-import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult } from '../protocol/signing.js';
+import {
+  type CancelFrame,
+  type CertIssuedFrame,
+  type FrameType,
+  PROTOCOL_VERSIONS,
+  type TaskFrame,
+  type WelcomeFrame,
+} from '../protocol/frames.js';
+import { createNodeCsr, generateTlsKeyPem } from '../protocol/pki.js';
+import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult, verifyTask } from '../protocol/signing.js';
 import { type CompiledNodeOptions, compileNodeOptions, type NodeOptions } from './options.js';
+import {
+  checkIssuedCertificate,
+  loadNodeIdentity,
+  loadOrCreateTlsKey,
+  type NodeIdentity,
+  requestCertificate,
+  saveNodeIdentity,
+} from './pairing.js';
 import { type RunHandle, type RunOutcome, ToolRuntime } from './runtime.js';
 
 export const NODE_CONNECT_PATH = '/v1/connect';
 export const SIGNING_KEY_FILE = 'signing.key';
-export const GATEWAY_PIN_FILE = 'gateway-pin.json';
+/** WebSocket close code of a gateway refusing this node's identity (revoked, or not the node its certificate names). */
+export const CLOSE_IDENTITY_REFUSED = 4003;
 
 export type NodeAgentState = 'connecting' | 'registering' | 'ready' | 'backoff' | 'stopping' | 'stopped';
 
@@ -37,23 +55,18 @@ export interface NodeDisconnectedInfo {
 export interface NodeAgentEvents {
   ready: [info: NodeReadyInfo];
   disconnected: [info: NodeDisconnectedInfo];
-}
-
-/** What `gateway-pin.json` holds: the gateway CA trusted on first use. */
-export interface GatewayPin {
-  ca_fingerprint256: string;
-  gateway: string;
-  pinned_at: string;
+  /** The gateway refused this node for good (revoked, or another identity): the agent stops. */
+  fatal: [error: FieldmeshError];
+  /** A renewed certificate was received and stored. */
+  renewed: [info: { serial: string; not_after: string }];
 }
 
 interface Connection {
   ws: WebSocket;
   opened: boolean;
   welcomed: boolean;
-  /** Root CA fingerprint the gateway presented, when pinning. */
-  caFingerprint: string | undefined;
-  /** Set when we refused the gateway ourselves, so the close is not reported again. */
-  refused: boolean;
+  /** Set when the gateway refused this node for good; the close then stops the agent instead of reconnecting. */
+  fatal: FieldmeshError | undefined;
   lastError: Error | undefined;
   /** When anything (frame or pong) last came from the gateway; silence past the limit means a dead link. */
   lastHeardMs: number;
@@ -72,18 +85,6 @@ const OUTBOX_LIMIT = 10_000;
 /** Codes a gateway uses to close on purpose (policy, auth, duplicate node…); worth an error log, not a shrug. */
 function isPolicyClose(code: number): boolean {
   return code === 1008 || (code >= 4001 && code <= 4099);
-}
-
-/** Walks the chain TLS handed us to its self-issued end, the CA the gateway signs its server certificate with. */
-export function rootFingerprint(peer: DetailedPeerCertificate | undefined): string | undefined {
-  if (!peer?.fingerprint256) return undefined;
-  let cert = peer;
-  for (let i = 0; i < 16; i++) {
-    const next = cert.issuerCertificate as DetailedPeerCertificate | undefined;
-    if (!next?.fingerprint256 || next === cert || next.fingerprint256 === cert.fingerprint256) break;
-    cert = next;
-  }
-  return cert.fingerprint256;
 }
 
 /** `nvidia-smi -L` lists one `GPU n: …` line per device and exits 0 only when a driver is present. */
@@ -115,26 +116,6 @@ function loadOrCreateKeys(dataDir: string): SigningKeys {
   }
 }
 
-function readPin(dataDir: string): GatewayPin | undefined {
-  const file = join(dataDir, GATEWAY_PIN_FILE);
-  if (!existsSync(file)) return undefined;
-  try {
-    const pin = JSON.parse(readFileSync(file, 'utf8')) as Partial<GatewayPin>;
-    if (typeof pin.ca_fingerprint256 !== 'string' || pin.ca_fingerprint256 === '') throw new Error('no ca_fingerprint256');
-    return { ca_fingerprint256: pin.ca_fingerprint256, gateway: String(pin.gateway ?? ''), pinned_at: String(pin.pinned_at ?? '') };
-  } catch (err) {
-    // Never fall back to trusting whatever answers next: a broken pin must be fixed by a person.
-    throw new FieldmeshError(
-      'FM_ERR_GATEWAY_IDENTITY',
-      `${file} is unreadable (${(err as Error).message}); delete it to pin the gateway again`,
-      {
-        details: { file },
-        cause: err,
-      },
-    );
-  }
-}
-
 function rawToBuffer(data: WebSocket.RawData): Buffer {
   if (Buffer.isBuffer(data)) return data;
   if (Array.isArray(data)) return Buffer.concat(data);
@@ -149,13 +130,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private readonly keys: SigningKeys;
   private readonly runtime: ToolRuntime;
   private readonly caPem: string | undefined;
+  private identity: NodeIdentity;
   private readonly log: Logger;
   private readonly running = new Map<string, RunningTask>();
   /** Encoded results of recently finished attempts, so a redelivered TASK is answered, never run twice. */
   private readonly finishedResults = new Map<string, string>();
   /** Results that finished while no connection was up; sent after the next WELCOME. */
   private readonly outbox: string[] = [];
-  private pin: GatewayPin | undefined;
   private conn: Connection | undefined;
   private state: NodeAgentState = 'connecting';
   private gatewayId: string | undefined;
@@ -164,6 +145,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectAttempt = 0;
+  private renewTimer: NodeJS.Timeout | undefined;
+  /** The fresh key of a CERT_RENEW sent and not yet answered. */
+  private renewingKeyPem: string | undefined;
   private heartbeatSeq = 0;
   private stopping: Promise<void> | undefined;
 
@@ -172,7 +156,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     keys: SigningKeys,
     runtime: ToolRuntime,
     capabilities: string[],
-    pin: GatewayPin | undefined,
+    identity: NodeIdentity,
     caPem: string | undefined,
   ) {
     super();
@@ -181,19 +165,23 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.publicKeyPem = keys.publicKeyPem;
     this.runtime = runtime;
     this.capabilities = capabilities;
-    this.pin = pin;
+    this.identity = identity;
     this.caPem = caPem;
     this.log = options.logger;
     this.heartbeatMs = options.heartbeatIntervalMs;
     this.frameLimit = options.maxFrameBytes;
   }
 
-  /** Prepares identity and tools, then starts connecting; resolves before the gateway answers (listen for 'ready'). */
+  /**
+   * Prepares identity and tools, then starts connecting; resolves before the
+   * gateway answers (listen for 'ready'). A node without a certificate pairs
+   * first (with `pairingCode`, or by waiting for an operator with
+   * `requestPairing`), which this awaits.
+   */
   static async start(options: NodeOptions): Promise<NodeAgent> {
     const opts = compileNodeOptions(options);
     mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
     const keys = loadOrCreateKeys(opts.dataDir);
-    const pin = opts.gatewayCaFile === undefined ? readPin(opts.dataDir) : undefined;
     let caPem: string | undefined;
     if (opts.gatewayCaFile !== undefined) {
       try {
@@ -209,6 +197,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         );
       }
     }
+    const identity = await NodeAgent.pairIfNeeded(opts, keys, caPem);
     const [runtime, detected] = await Promise.all([
       ToolRuntime.create({
         toolModules: opts.toolModules,
@@ -222,9 +211,61 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const capabilities = [
       ...new Set([...opts.capabilities, ...runtime.descriptors().map((t) => `tool:${t.name}`), `platform:${opts.platform}`, ...detected]),
     ];
-    const agent = new NodeAgent(opts, keys, runtime, capabilities, pin, caPem);
+    const agent = new NodeAgent(opts, keys, runtime, capabilities, identity, caPem);
     agent.connect();
     return agent;
+  }
+
+  /** The identity in the data dir, or a new one from pairing; a code given to a node already paired is ignored. */
+  private static async pairIfNeeded(opts: CompiledNodeOptions, keys: SigningKeys, caPem: string | undefined): Promise<NodeIdentity> {
+    const existing = loadNodeIdentity(opts.dataDir);
+    if (existing) {
+      if (existing.cert.commonName !== opts.id) {
+        throw new FieldmeshError(
+          'FM_ERR_INVALID_OPTION',
+          `node.id: "${opts.id}" differs from "${existing.cert.commonName ?? ''}", the node ${opts.dataDir} was paired as`,
+          { details: { option: 'node.id', value: opts.id } },
+        );
+      }
+      if (opts.pairingCode !== undefined)
+        opts.logger.info('already paired; the pairing code was not used', { serial: existing.cert.serial });
+      return existing;
+    }
+    if (opts.pairingCode === undefined && !opts.requestPairing) {
+      throw new FieldmeshError(
+        'FM_ERR_NOT_PAIRED',
+        `Node "${opts.id}" holds no certificate in ${join(opts.dataDir, 'tls')}: start it once with --pair CODE (from \`fieldmesh pair\`) or --request-pairing`,
+      );
+    }
+    const tlsKeyPem = loadOrCreateTlsKey(opts.dataDir);
+    opts.logger.info(opts.pairingCode !== undefined ? 'pairing with a code' : 'requesting pairing', {
+      gateway: formatHostPort(opts.gateway),
+    });
+    const issued = await requestCertificate({
+      gateway: opts.gateway,
+      nodeId: opts.id,
+      name: opts.name,
+      platform: opts.platform,
+      ...(opts.pairingCode !== undefined ? { code: opts.pairingCode } : {}),
+      ...(caPem !== undefined ? { caPem } : {}),
+      tlsKeyPem,
+      signingKeys: keys,
+      logger: opts.logger,
+      onPending: (fingerprint) =>
+        opts.logger.info('pairing requested; waiting for an operator to approve', {
+          node_id: opts.id,
+          fingerprint,
+          approve_with: `fieldmesh nodes approve ${opts.id}`,
+        }),
+    });
+    const identity = saveNodeIdentity(opts.dataDir, {
+      keyPem: tlsKeyPem,
+      certPem: issued.certificate,
+      caPem: issued.ca_certificate,
+      gatewaySigningKeyPem: issued.gateway_signing_key,
+    });
+    opts.logger.info('paired', { node_id: opts.id, serial: issued.serial, not_after: issued.not_after });
+    return identity;
   }
 
   get status(): NodeAgentState {
@@ -250,6 +291,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.state = 'stopping';
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
+    if (this.renewTimer) clearTimeout(this.renewTimer);
     this.stopHeartbeats();
     const conn = this.conn;
     if (conn && conn.ws.readyState !== WebSocket.CLOSED) {
@@ -271,27 +313,36 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (this.stopping) return;
     this.state = 'connecting';
     const url = `wss://${formatHostPort(this.options.gateway)}${NODE_CONNECT_PATH}`;
-    // With a CA file the chain is verified normally; the gateway is often reached by IP, so names are not checked.
-    const options: WebSocket.ClientOptions = { maxPayload: 4 * this.frameLimit, handshakeTimeout: 10_000 };
-    if (this.caPem) {
-      options.ca = this.caPem;
+    const id = this.identity;
+    // Mutual TLS: the gateway is verified against the CA pairing returned (or the CA file); the gateway is often
+    // reached by IP, so the chain is checked, not the name.
+    const options: WebSocket.ClientOptions = {
+      maxPayload: 4 * this.frameLimit,
+      handshakeTimeout: 10_000,
+      ca: this.caPem ?? id.caPem,
+      cert: id.certPem,
+      key: id.keyPem,
       // ws types this as returning boolean, but Node's tls treats any truthy return as a verification error.
-      options.checkServerIdentity = (() => undefined) as unknown as WebSocket.ClientOptions['checkServerIdentity'];
-    } else {
-      options.rejectUnauthorized = false;
-    }
+      checkServerIdentity: (() => undefined) as unknown as WebSocket.ClientOptions['checkServerIdentity'],
+    };
     const ws = new WebSocket(url, options);
     const conn: Connection = {
       ws,
       opened: false,
       welcomed: false,
-      caFingerprint: undefined,
-      refused: false,
+      fatal: undefined,
       lastError: undefined,
       lastHeardMs: Date.now(),
     };
     this.conn = conn;
-    ws.on('upgrade', (res) => this.checkGatewayIdentity(conn, (res.socket as TLSSocket).getPeerCertificate(true)));
+    if (id.cert.notAfter.getTime() <= Date.now()) {
+      conn.fatal = new FieldmeshError(
+        'FM_ERR_NOT_PAIRED',
+        `This node's certificate expired at ${id.cert.notAfter.toISOString()}; pair it again with --pair CODE`,
+      );
+      ws.terminate();
+    }
+    ws.on('unexpected-response', (_req, res) => this.onRefusedUpgrade(conn, res));
     ws.on('open', () => this.onOpen(conn));
     ws.on('message', (data) => {
       conn.lastHeardMs = Date.now();
@@ -306,26 +357,33 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     ws.on('close', (code, reason) => this.onClose(conn, code, reason.toString('utf8')));
   }
 
-  private checkGatewayIdentity(conn: Connection, peer: DetailedPeerCertificate | undefined): void {
-    if (this.caPem) return;
-    const fingerprint = rootFingerprint(peer);
-    conn.caFingerprint = fingerprint;
-    const pinned = this.pin?.ca_fingerprint256;
-    if (fingerprint !== undefined && (pinned === undefined || pinned === fingerprint)) return;
-    conn.refused = true;
-    this.log.error('gateway identity does not match the pinned CA; refusing to connect', {
-      code: 'FM_ERR_GATEWAY_IDENTITY',
-      gateway: formatHostPort(this.options.gateway),
-      pinned,
-      presented: fingerprint ?? null,
-      pin_file: join(this.options.dataDir, GATEWAY_PIN_FILE),
+  /** The gateway answered the upgrade with an error (a revoked certificate): read why, and stop if it is final. */
+  private onRefusedUpgrade(conn: Connection, res: IncomingMessage): void {
+    let body = '';
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      if (body.length < 16_384) body += chunk;
     });
-    // Terminating inside 'upgrade' aborts before any frame (and our REGISTER) is sent.
-    conn.ws.terminate();
+    res.on('end', () => {
+      let code: string | undefined;
+      let message = `Gateway refused the connection with HTTP ${res.statusCode}`;
+      try {
+        const error = (JSON.parse(body) as { error?: { code?: unknown; message?: unknown } }).error;
+        if (typeof error?.code === 'string') code = error.code;
+        if (typeof error?.message === 'string') message = error.message;
+      } catch {
+        // not a fieldmesh answer
+      }
+      if (code === 'FM_ERR_CERT_REVOKED' || code === 'FM_ERR_CERT_UNKNOWN' || code === 'FM_ERR_CERT_EXPIRED') {
+        conn.fatal = new FieldmeshError(code, message);
+      } else conn.lastError = new Error(message);
+      conn.ws.terminate();
+    });
+    res.on('error', () => conn.ws.terminate());
   }
 
   private onOpen(conn: Connection): void {
-    if (conn !== this.conn || conn.refused) return;
+    if (conn !== this.conn || conn.fatal) return;
     conn.opened = true;
     this.state = 'registering';
     this.send(conn, 'REGISTER', {
@@ -361,7 +419,18 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       case 'CANCEL':
         this.onCancel(frame);
         return;
+      case 'CERT_ISSUED':
+        this.onCertIssued(conn, frame);
+        return;
       case 'ERROR':
+        if (
+          frame.code === 'FM_ERR_CERT_REVOKED' ||
+          frame.code === 'FM_ERR_NODE_ID_MISMATCH' ||
+          frame.code === 'FM_ERR_SIGNING_KEY_MISMATCH'
+        ) {
+          // The close that follows stops the agent; this says why.
+          conn.fatal = new FieldmeshError(frame.code, frame.message);
+        }
         this.log.warn('gateway reported an error', { code: frame.code, error: frame.message, task_id: frame.task_id });
         return;
       default: {
@@ -387,7 +456,6 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (frame.node_id !== this.options.id) {
       this.log.warn('WELCOME names another node id', { expected: this.options.id, got: frame.node_id });
     }
-    if (!this.caPem && !this.pin && conn.caFingerprint) this.savePin(conn.caFingerprint);
     conn.welcomed = true;
     this.heartbeatMs = frame.heartbeat_interval_ms;
     this.frameLimit = frame.max_frame_bytes;
@@ -397,26 +465,60 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.send(conn, 'NODE_READY', { node_id: this.options.id });
     this.flushOutbox(conn);
     this.scheduleHeartbeat(conn);
+    this.scheduleRenewal(conn);
     this.log.info('node ready', { node_id: this.options.id, gateway: formatHostPort(this.options.gateway) });
     this.emit('ready', { node_id: this.options.id, gateway_id: frame.gateway_id, protocol_version: frame.version });
   }
 
-  private savePin(fingerprint: string): void {
-    const pin: GatewayPin = {
-      ca_fingerprint256: fingerprint,
-      gateway: formatHostPort(this.options.gateway),
-      pinned_at: new Date().toISOString(),
-    };
-    const file = join(this.options.dataDir, GATEWAY_PIN_FILE);
-    try {
-      writeFileSync(file, `${JSON.stringify(pin, null, 2)}\n`, { mode: 0o600 });
-      this.pin = pin;
-      this.log.info('pinned gateway CA (trust on first use)', { ca_fingerprint256: fingerprint, pin_file: file });
-    } catch (err) {
-      // Still pin in memory so this process at least refuses an impostor on reconnect.
-      this.pin = pin;
-      this.log.error('could not write the gateway pin', { pin_file: file, error: (err as Error).message });
+  /** Asks for a new certificate over the live connection at two thirds of the current one's life. */
+  private scheduleRenewal(conn: Connection): void {
+    if (this.renewTimer) clearTimeout(this.renewTimer);
+    const { notBefore, notAfter } = this.identity.cert;
+    const at = notBefore.getTime() + ((notAfter.getTime() - notBefore.getTime()) * 2) / 3;
+    // setTimeout holds at most ~24.8 days; a longer wait is taken in steps.
+    const delay = Math.min(Math.max(0, at - Date.now()), 2 ** 31 - 1);
+    this.renewTimer = setTimeout(() => {
+      this.renewTimer = undefined;
+      if (conn !== this.conn || !conn.welcomed) return;
+      if (Date.now() < at) return this.scheduleRenewal(conn);
+      void this.renew(conn);
+    }, delay);
+    this.renewTimer.unref();
+  }
+
+  private async renew(conn: Connection): Promise<void> {
+    const keyPem = generateTlsKeyPem();
+    const csr = await createNodeCsr(this.options.id, keyPem);
+    if (!this.send(conn, 'CERT_RENEW', { node_id: this.options.id, csr })) return;
+    this.renewingKeyPem = keyPem;
+    this.log.info('renewing the node certificate', { not_after: this.identity.cert.notAfter.toISOString() });
+    // No answer (the gateway refused, or the connection went): try again a little later.
+    this.renewTimer = setTimeout(() => {
+      this.renewTimer = undefined;
+      if (conn !== this.conn || !conn.welcomed) return;
+      void this.renew(conn);
+    }, 30_000);
+    this.renewTimer.unref();
+  }
+
+  private onCertIssued(conn: Connection, frame: CertIssuedFrame): void {
+    const keyPem = this.renewingKeyPem;
+    if (!keyPem) {
+      this.log.warn('ignoring a CERT_ISSUED this node did not ask for', { serial: frame.serial });
+      return;
     }
+    try {
+      checkIssuedCertificate(frame.certificate, this.identity.caPem, this.options.id, keyPem);
+      this.identity = saveNodeIdentity(this.options.dataDir, { keyPem, certPem: frame.certificate });
+    } catch (err) {
+      this.log.error('could not use the renewed certificate', { error: (err as Error).message, serial: frame.serial });
+      return;
+    }
+    this.renewingKeyPem = undefined;
+    this.log.info('node certificate renewed', { serial: frame.serial, not_after: frame.not_after });
+    this.emit('renewed', { serial: frame.serial, not_after: frame.not_after });
+    // The live connection keeps the session it has; the next one presents the new certificate.
+    this.scheduleRenewal(conn);
   }
 
   private scheduleHeartbeat(conn: Connection): void {
@@ -462,6 +564,17 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private onTask(conn: Connection, frame: TaskFrame): void {
     if (!conn.welcomed) {
       this.sendError(conn, { code: 'FM_ERR_NOT_REGISTERED', message: 'TASK before WELCOME' }, frame.task_id);
+      return;
+    }
+    const why =
+      frame.node_id !== this.options.id
+        ? `TASK is for node "${frame.node_id}", not "${this.options.id}"`
+        : !verifyTask(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature)
+          ? 'TASK gateway_signature does not verify with the gateway key this node paired with'
+          : undefined;
+    if (why) {
+      this.log.warn('refused a TASK', { code: 'FM_ERR_TASK_SIGNATURE', task_id: frame.task_id, attempt: frame.attempt, reason: why });
+      this.sendError(conn, { code: 'FM_ERR_TASK_SIGNATURE', message: why }, frame.task_id);
       return;
     }
     const key = `${frame.task_id}\u0000${frame.attempt}`;
@@ -583,12 +696,25 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (conn !== this.conn) return;
     this.conn = undefined;
     this.stopHeartbeats();
+    this.renewingKeyPem = undefined;
     const gateway = formatHostPort(this.options.gateway);
+    if (code === CLOSE_IDENTITY_REFUSED && !conn.fatal) {
+      const why = isErrorCode(reason) ? reason : 'FM_ERR_CERT_REVOKED';
+      conn.fatal = new FieldmeshError(why, `The gateway refused this node (${reason || why})`);
+    }
+    if (conn.fatal && !this.stopping) {
+      const err = conn.fatal;
+      this.log.error('the gateway refused this node for good; stopping', { gateway, code: err.code, error: err.message });
+      if (conn.opened) this.emit('disconnected', { code, reason });
+      this.emit('fatal', err);
+      void this.stop();
+      return;
+    }
     if (conn.opened) {
       if (isPolicyClose(code)) this.log.error('gateway closed the connection', { gateway, code, reason });
       else if (!this.stopping) this.log.warn('disconnected from gateway', { gateway, code, reason });
       this.emit('disconnected', { code, reason });
-    } else if (!conn.refused && !this.stopping) {
+    } else if (!this.stopping) {
       this.log.warn('cannot reach gateway', { gateway, error: conn.lastError?.message ?? `closed with ${code}` });
     }
     if (this.stopping) return;

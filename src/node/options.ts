@@ -53,11 +53,22 @@ export interface NodeOptions {
    */
   toolModules?: string[];
   /**
-   * PEM file of the gateway CA. When set the gateway certificate is verified against it;
-   * otherwise the CA is pinned on first connect (trust on first use).
-   * @default undefined (pinning)
+   * PEM file of the gateway CA. When set the gateway certificate is verified against it, also while
+   * pairing; otherwise the CA comes from pairing (checked against the fingerprint a pairing code carries).
+   * @default undefined (the CA pairing returned)
    */
   gatewayCaFile?: string;
+  /**
+   * One-time code from `fieldmesh pair` (`POST /v1/pairing-codes`), used when the node holds no certificate yet.
+   * @default undefined
+   */
+  pairingCode?: string;
+  /**
+   * Without a certificate or a code, ask the gateway to pair and wait until an operator approves
+   * (`fieldmesh nodes approve ID`).
+   * @default false
+   */
+  requestPairing?: boolean;
   /**
    * Smallest reconnect backoff ceiling.
    * @default 250
@@ -100,8 +111,10 @@ export interface CompiledNodeOptions {
   heartbeatIntervalMs: number;
   /** Absolute paths. */
   toolModules: string[];
-  /** Absolute path, or undefined for trust-on-first-use pinning. */
+  /** Absolute path, or undefined to use the CA pairing returned. */
   gatewayCaFile: string | undefined;
+  pairingCode: string | undefined;
+  requestPairing: boolean;
   reconnectMinMs: number;
   reconnectMaxMs: number;
   maxFrameBytes: number;
@@ -205,6 +218,13 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
     throw invalid('node.gatewayCaFile', opts.gatewayCaFile, 'must be a file path');
   }
 
+  if (opts.pairingCode !== undefined && (typeof opts.pairingCode !== 'string' || opts.pairingCode.trim() === '')) {
+    throw invalid('node.pairingCode', opts.pairingCode, 'must be a pairing code from `fieldmesh pair`');
+  }
+  if (opts.requestPairing !== undefined && typeof opts.requestPairing !== 'boolean') {
+    throw invalid('node.requestPairing', opts.requestPairing, 'must be true or false');
+  }
+
   const reconnectMinMs = integer('node.reconnectMinMs', opts.reconnectMinMs, 250, 1, 3_600_000);
   const reconnectMaxMs = integer('node.reconnectMaxMs', opts.reconnectMaxMs, Math.max(30_000, reconnectMinMs), 1, 3_600_000);
   if (reconnectMaxMs < reconnectMinMs) {
@@ -225,6 +245,8 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
     heartbeatIntervalMs: integer('node.heartbeatIntervalMs', opts.heartbeatIntervalMs, 1000, 10, 3_600_000),
     toolModules: toolModules.map((p) => resolve(p)),
     gatewayCaFile: opts.gatewayCaFile === undefined ? undefined : resolve(opts.gatewayCaFile),
+    pairingCode: opts.pairingCode?.trim(),
+    requestPairing: opts.requestPairing ?? false,
     reconnectMinMs,
     reconnectMaxMs,
     maxFrameBytes: integer('node.maxFrameBytes', opts.maxFrameBytes, 1024 * 1024, 1024, 256 * 1024 * 1024),

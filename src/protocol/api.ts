@@ -3,7 +3,7 @@
  * client SDK, the run-time checks in the gateway and the OpenAPI document.
  */
 import { type Static, Type } from '@sinclair/typebox';
-import { ErrorBodySchema, LoadSchema, LocationSchema, ToolDescriptorSchema } from './frames.js';
+import { ErrorBodySchema, LoadSchema, LocationSchema, NodeId, ToolDescriptorSchema } from './frames.js';
 import { OfflineBehaviorSchema, RetryPolicySchema, TargetSchema } from './target.js';
 
 const Json = Type.Unknown();
@@ -240,7 +240,19 @@ export const NodeView = Type.Object({
 });
 export type NodeView = Static<typeof NodeView>;
 
-export const NodeList = Type.Object({ ok: Type.Literal(true), nodes: Type.Array(NodeView) });
+/** A node waiting for an operator to approve its pairing request (`GET /v1/nodes?status=pending`). */
+export const PendingNodeView = Type.Composite([
+  NodeView,
+  Type.Object({
+    /** Compare with the fingerprint the node logged before approving. */
+    fingerprint: Type.String(),
+    remote_address: Type.String(),
+    requested_at: Type.String(),
+  }),
+]);
+export type PendingNodeView = Static<typeof PendingNodeView>;
+
+export const NodeList = Type.Object({ ok: Type.Literal(true), nodes: Type.Array(Type.Union([NodeView, PendingNodeView])) });
 export const NodeDetail = Type.Object({ ok: Type.Literal(true), node: NodeView });
 
 export const NodeHealth = Type.Object({
@@ -264,3 +276,38 @@ export const NodeCapabilities = Type.Object({
 export type NodeCapabilities = Static<typeof NodeCapabilities>;
 
 export const ErrorResponse = Type.Object({ ok: Type.Literal(false), error: ErrorBodySchema });
+
+export const PairingCodeBody = Type.Object(
+  {
+    node_id: Type.Optional(NodeId),
+    ttl_seconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 604_800, description: 'Life of the code (default 600)' })),
+  },
+  { additionalProperties: false },
+);
+export type PairingCodeBody = Static<typeof PairingCodeBody>;
+
+export const PairingCodeView = Type.Object({
+  ok: Type.Literal(true),
+  /** Give it to `fieldmesh node --pair`; it also carries the gateway CA fingerprint. Single use. */
+  code: Type.String(),
+  expires_at: Type.String(),
+  node_id: Type.Union([Type.String(), Type.Null()]),
+  ca_fingerprint: Type.String(),
+});
+export type PairingCodeView = Static<typeof PairingCodeView>;
+
+export const PairingDecision = Type.Object({
+  ok: Type.Literal(true),
+  node_id: Type.String(),
+  status: Type.Union([Type.Literal('approved'), Type.Literal('denied')]),
+  fingerprint: Type.String(),
+});
+export type PairingDecision = Static<typeof PairingDecision>;
+
+export const RevocationView = Type.Object({
+  ok: Type.Literal(true),
+  node_id: Type.String(),
+  /** Serials revoked by this call (empty if they all were already). */
+  revoked_serials: Type.Array(Type.String()),
+});
+export type RevocationView = Static<typeof RevocationView>;

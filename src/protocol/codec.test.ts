@@ -41,7 +41,18 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     load: { cpu: 0.25, memory: 0.5, in_flight: 1 },
     sent_at: '2025-01-01T00:00:00.000Z',
   },
-  TASK: { v: 1, type: 'TASK', task_id: 'task_1', attempt: 1, tool_name: 'echo', tool_args: { text: 'hi' }, timeout_ms: 30000 },
+  TASK: {
+    v: 1,
+    type: 'TASK',
+    task_id: 'task_1',
+    attempt: 1,
+    tool_name: 'echo',
+    tool_args: { text: 'hi' },
+    timeout_ms: 30000,
+    node_id: 'rpi:device_b',
+    issued_at: '2025-01-01T00:00:00.000Z',
+    gateway_signature: 'c2lnbmF0dXJl',
+  },
   TASK_ACK: { v: 1, type: 'TASK_ACK', task_id: 'task_1', attempt: 1 },
   TASK_RESULT: {
     v: 1,
@@ -57,6 +68,20 @@ const valid: Record<FrameType, Record<string, unknown>> = {
   },
   CANCEL: { v: 1, type: 'CANCEL', task_id: 'task_1', attempt: 2, reason: 'cancelled by user' },
   ERROR: { v: 1, type: 'ERROR', code: 'FM_ERR_MALFORMED_FRAME', message: 'bad', task_id: 'task_1' },
+  CERT_RENEW: {
+    v: 1,
+    type: 'CERT_RENEW',
+    node_id: 'rpi:device_b',
+    csr: '-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n',
+  },
+  CERT_ISSUED: {
+    v: 1,
+    type: 'CERT_ISSUED',
+    node_id: 'rpi:device_b',
+    certificate: '-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n',
+    serial: '1A2B',
+    not_after: '2025-04-01T00:00:00.000Z',
+  },
 };
 
 const decode = (value: unknown, limit = LIMIT) => decodeFrame(JSON.stringify(value), limit);

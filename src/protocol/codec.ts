@@ -6,12 +6,15 @@ import type { TSchema } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import type { ErrorBody } from '../core/errors.js';
 import { type Frame, FrameSchemas, type FrameType, PROTOCOL_VERSION } from './frames.js';
+import { type PairingFrame, PairingFrameSchemas, type PairingFrameType } from './pairing.js';
 
-const checkers = new Map<string, TypeCheck<TSchema>>(
-  Object.entries(FrameSchemas).map(([type, schema]) => [type, TypeCompiler.Compile(schema as TSchema)]),
-);
+type Checkers = Map<string, TypeCheck<TSchema>>;
+const compileAll = (schemas: Record<string, TSchema>): Checkers =>
+  new Map(Object.entries(schemas).map(([type, schema]) => [type, TypeCompiler.Compile(schema)]));
+const checkers = compileAll(FrameSchemas);
+const pairingCheckers = compileAll(PairingFrameSchemas);
 
-export type DecodeResult = { ok: true; frame: Frame } | { ok: false; error: ErrorBody; task_id?: string };
+export type DecodeResult<F = Frame> = { ok: true; frame: F } | { ok: false; error: ErrorBody; task_id?: string };
 
 /** Describes the first schema violation as `path: message`, for error replies. */
 export function describeSchemaError(check: TypeCheck<TSchema>, value: unknown): string {
@@ -21,6 +24,15 @@ export function describeSchemaError(check: TypeCheck<TSchema>, value: unknown): 
 }
 
 export function decodeFrame(raw: string | Buffer, maxBytes: number): DecodeResult {
+  return decodeWith<Frame>(checkers, raw, maxBytes);
+}
+
+/** Decodes a frame of the pairing exchange (see pairing.ts). */
+export function decodePairingFrame(raw: string | Buffer, maxBytes: number): DecodeResult<PairingFrame> {
+  return decodeWith<PairingFrame>(pairingCheckers, raw, maxBytes);
+}
+
+function decodeWith<F>(checkers: Checkers, raw: string | Buffer, maxBytes: number): DecodeResult<F> {
   const size = typeof raw === 'string' ? Buffer.byteLength(raw) : raw.length;
   if (size > maxBytes) {
     return {
@@ -39,7 +51,7 @@ export function decodeFrame(raw: string | Buffer, maxBytes: number): DecodeResul
   }
   const obj = value as { type?: unknown; v?: unknown; task_id?: unknown };
   const taskId = typeof obj.task_id === 'string' ? obj.task_id : undefined;
-  const withTask = (error: ErrorBody): DecodeResult =>
+  const withTask = (error: ErrorBody): DecodeResult<F> =>
     taskId === undefined ? { ok: false, error } : { ok: false, error, task_id: taskId };
   if (typeof obj.type !== 'string') {
     return withTask({ code: 'FM_ERR_MALFORMED_FRAME', message: 'Frame has no "type"' });
@@ -58,10 +70,10 @@ export function decodeFrame(raw: string | Buffer, maxBytes: number): DecodeResul
   if (!check.Check(value)) {
     return withTask({ code: 'FM_ERR_MALFORMED_FRAME', message: `${obj.type} frame is invalid at ${describeSchemaError(check, value)}` });
   }
-  return { ok: true, frame: value as Frame };
+  return { ok: true, frame: value as F };
 }
 
-export function encodeFrame<T extends FrameType>(type: T, body: Record<string, unknown>): string {
+export function encodeFrame<T extends FrameType | PairingFrameType>(type: T, body: Record<string, unknown>): string {
   return JSON.stringify({ v: PROTOCOL_VERSION, type, ...body });
 }
 

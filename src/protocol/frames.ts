@@ -20,10 +20,12 @@ export const FrameType = {
   TaskResult: 'TASK_RESULT',
   Cancel: 'CANCEL',
   Error: 'ERROR',
+  CertRenew: 'CERT_RENEW',
+  CertIssued: 'CERT_ISSUED',
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
-const NodeId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$' });
+export const NodeId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$' });
 const TaskId = Type.String({ minLength: 1, maxLength: 128 });
 const Attempt = Type.Integer({ minimum: 1 });
 const Json = Type.Unknown();
@@ -105,6 +107,11 @@ export const TaskFrame = Type.Object({
   tool_name: Type.String({ minLength: 1, maxLength: 128 }),
   tool_args: Json,
   timeout_ms: Type.Integer({ minimum: 1 }),
+  /** The node this attempt is for; a node refuses a TASK meant for another. */
+  node_id: NodeId,
+  issued_at: Type.String({ minLength: 1, maxLength: 64 }),
+  /** The gateway's Ed25519 signature, base64, over the canonical task fields (see signing.ts). */
+  gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
 });
 
 export const TaskAckFrame = Type.Object({
@@ -147,6 +154,24 @@ export const ErrorFrame = Type.Object({
   task_id: Type.Optional(Type.String()),
 });
 
+/** A node asks for a new certificate over its live connection (at two thirds of its certificate's life). */
+export const CertRenewFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('CERT_RENEW'),
+  node_id: NodeId,
+  /** PKCS#10 request (PEM) for a fresh ECDSA P-256 key, CN = node id. */
+  csr: Type.String({ minLength: 1, maxLength: 8192 }),
+});
+
+export const CertIssuedFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('CERT_ISSUED'),
+  node_id: NodeId,
+  certificate: Type.String({ minLength: 1, maxLength: 16384 }),
+  serial: Type.String({ minLength: 1, maxLength: 64 }),
+  not_after: Type.String(),
+});
+
 export const FrameSchemas = {
   REGISTER: RegisterFrame,
   WELCOME: WelcomeFrame,
@@ -157,6 +182,8 @@ export const FrameSchemas = {
   TASK_RESULT: TaskResultFrame,
   CANCEL: CancelFrame,
   ERROR: ErrorFrame,
+  CERT_RENEW: CertRenewFrame,
+  CERT_ISSUED: CertIssuedFrame,
 } as const;
 
 export type RegisterFrame = Static<typeof RegisterFrame>;
@@ -168,6 +195,8 @@ export type TaskAckFrame = Static<typeof TaskAckFrame>;
 export type TaskResultFrame = Static<typeof TaskResultFrame>;
 export type CancelFrame = Static<typeof CancelFrame>;
 export type ErrorFrame = Static<typeof ErrorFrame>;
+export type CertRenewFrame = Static<typeof CertRenewFrame>;
+export type CertIssuedFrame = Static<typeof CertIssuedFrame>;
 
 export type Frame =
   | RegisterFrame
@@ -178,7 +207,9 @@ export type Frame =
   | TaskAckFrame
   | TaskResultFrame
   | CancelFrame
-  | ErrorFrame;
+  | ErrorFrame
+  | CertRenewFrame
+  | CertIssuedFrame;
 
 /** A frame without its envelope version, as handlers build them. */
 export type FrameBody<F extends Frame> = Omit<F, 'v'>;

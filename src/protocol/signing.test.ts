@@ -1,7 +1,16 @@
 // Tests for result evidence: canonical JSON, result hashes and Ed25519 signatures over task id, attempt, hash and timestamp.
 import { createHash, createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { canonicalJson, generateSigningKeys, loadSigningKeys, resultHash, signResult, verifyResult } from './signing.js';
+import {
+  canonicalJson,
+  generateSigningKeys,
+  loadSigningKeys,
+  resultHash,
+  signResult,
+  signTask,
+  verifyResult,
+  verifyTask,
+} from './signing.js';
 
 describe('signing - canonicalJson', () => {
   it('signing - canonicalJson sorts object keys', () => {
@@ -119,5 +128,43 @@ describe('signing - signatures', () => {
     for (const sig of ['', 'not base64!', Buffer.alloc(64).toString('base64'), signature.slice(0, 20)]) {
       expect(verifyResult(keys.publicKeyPem, taskId, attempt, hash, timestamp, sig)).toBe(false);
     }
+  });
+});
+
+describe('signing - TASK frames', () => {
+  const keys = loadSigningKeys(generateSigningKeys().privateKeyPem);
+  const fields = {
+    task_id: 'task_1',
+    attempt: 2,
+    node_id: 'rpi:device_b',
+    tool_name: 'unit_convert',
+    tool_args: { value: 10, from_unit: 'miles', to_unit: 'km' },
+    timeout_ms: 30_000,
+    issued_at: '2025-01-01T00:00:00.000Z',
+  };
+
+  it('signing - a TASK signature verifies with the gateway key, whatever the order of the argument keys', () => {
+    const sig = signTask(keys.privateKey, fields);
+    expect(verifyTask(keys.publicKeyPem, fields, sig)).toBe(true);
+    const reordered = { ...fields, tool_args: { to_unit: 'km', from_unit: 'miles', value: 10 } };
+    expect(verifyTask(keys.publicKeyPem, reordered, sig)).toBe(true);
+  });
+
+  it('signing - changing any signed TASK field, or another key, fails the check', () => {
+    const sig = signTask(keys.privateKey, fields);
+    const changes: Partial<typeof fields>[] = [
+      { task_id: 'task_2' },
+      { attempt: 3 },
+      { node_id: 'android:device_a' },
+      { tool_name: 'sys_info' },
+      { tool_args: { value: 11, from_unit: 'miles', to_unit: 'km' } },
+      { timeout_ms: 1 },
+      { issued_at: '2025-01-01T00:00:01.000Z' },
+    ];
+    for (const change of changes) expect(verifyTask(keys.publicKeyPem, { ...fields, ...change }, sig)).toBe(false);
+    const other = loadSigningKeys(generateSigningKeys().privateKeyPem);
+    expect(verifyTask(other.publicKeyPem, fields, sig)).toBe(false);
+    expect(verifyTask('not a key', fields, sig)).toBe(false);
+    expect(verifyTask(keys.publicKeyPem, fields, '%%%')).toBe(false);
   });
 });

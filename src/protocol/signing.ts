@@ -1,7 +1,9 @@
 /**
  * Result evidence: canonical JSON (RFC 8785 style: sorted keys, no spaces),
  * `sha256:` result hashes, and Ed25519 signatures over
- * `task_id \n attempt \n result_hash \n timestamp`.
+ * `task_id \n attempt \n result_hash \n timestamp`. Tasks go the other way
+ * signed by the gateway: Ed25519 over `fieldmesh-task-v1 \n` and the canonical
+ * JSON of the TASK frame's fields (see {@link taskSigningPayload}).
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
 
@@ -51,6 +53,54 @@ export function signResult(key: KeyObject, taskId: string, attempt: number, hash
 
 const publicKeyCache = new Map<string, KeyObject>();
 
+function publicKeyOf(pem: string): KeyObject {
+  let key = publicKeyCache.get(pem);
+  if (!key) {
+    key = createPublicKey(pem);
+    if (publicKeyCache.size > 10_000) publicKeyCache.clear();
+    publicKeyCache.set(pem, key);
+  }
+  return key;
+}
+
+/** The fields of a TASK frame the gateway signs. */
+export interface SignedTaskFields {
+  task_id: string;
+  attempt: number;
+  node_id: string;
+  tool_name: string;
+  tool_args: unknown;
+  timeout_ms: number;
+  issued_at: string;
+}
+
+export function taskSigningPayload(t: SignedTaskFields): Buffer {
+  const fields = {
+    attempt: t.attempt,
+    issued_at: t.issued_at,
+    node_id: t.node_id,
+    task_id: t.task_id,
+    timeout_ms: t.timeout_ms,
+    tool_args: t.tool_args,
+    tool_name: t.tool_name,
+  };
+  return Buffer.from(`fieldmesh-task-v1\n${canonicalJson(fields)}`, 'utf8');
+}
+
+/** The gateway's signature (base64) over a TASK frame's fields. */
+export function signTask(key: KeyObject, fields: SignedTaskFields): string {
+  return sign(null, taskSigningPayload(fields), key).toString('base64');
+}
+
+/** Checks a TASK frame's gateway_signature; false for a malformed key or signature rather than a throw. */
+export function verifyTask(publicKeyPem: string, fields: SignedTaskFields, signature: string): boolean {
+  try {
+    return verify(null, taskSigningPayload(fields), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
+  } catch {
+    return false;
+  }
+}
+
 /** Checks a node's signature; false for a malformed key or signature rather than a throw. */
 export function verifyResult(
   publicKeyPem: string,
@@ -61,13 +111,7 @@ export function verifyResult(
   signature: string,
 ): boolean {
   try {
-    let key = publicKeyCache.get(publicKeyPem);
-    if (!key) {
-      key = createPublicKey(publicKeyPem);
-      if (publicKeyCache.size > 10_000) publicKeyCache.clear();
-      publicKeyCache.set(publicKeyPem, key);
-    }
-    return verify(null, signingPayload(taskId, attempt, hash, timestamp), key, Buffer.from(signature, 'base64'));
+    return verify(null, signingPayload(taskId, attempt, hash, timestamp), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
   } catch {
     return false;
   }

@@ -174,9 +174,69 @@ const invocations: Migration = {
   },
 };
 
+/** Security: pairing codes (stored as derived values only), pending pairing requests, issued node certificates, revocations. */
+const security: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('pairing_codes')
+        .ifNotExists()
+        .addColumn('code_id', 'text', (c) => c.primaryKey())
+        .addColumn('key', 'text', (c) => c.notNull())
+        .addColumn('node_id', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'text', (c) => c.notNull())
+        .addColumn('used_at', 'text')
+        .addColumn('used_by', 'text')
+        .execute();
+      await trx.schema
+        .createTable('pairing_requests')
+        .ifNotExists()
+        .addColumn('node_id', 'text', (c) => c.primaryKey())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('name', 'text')
+        .addColumn('platform', 'text')
+        .addColumn('csr', 'text', (c) => c.notNull())
+        .addColumn('signing_public_key', 'text', (c) => c.notNull())
+        .addColumn('fingerprint', 'text', (c) => c.notNull())
+        .addColumn('remote_address', 'text', (c) => c.notNull())
+        .addColumn('requested_at', 'text', (c) => c.notNull())
+        .addColumn('decided_at', 'text')
+        .execute();
+      await trx.schema
+        .createTable('node_certificates')
+        .ifNotExists()
+        .addColumn('serial', 'text', (c) => c.primaryKey())
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('fingerprint256', 'text', (c) => c.notNull())
+        .addColumn('signing_public_key', 'text', (c) => c.notNull())
+        .addColumn('not_before', 'text', (c) => c.notNull())
+        .addColumn('not_after', 'text', (c) => c.notNull())
+        .addColumn('issued_at', 'text', (c) => c.notNull())
+        .execute();
+      await trx.schema.createIndex('node_certificates_node_id_idx').ifNotExists().on('node_certificates').column('node_id').execute();
+      await trx.schema
+        .createTable('revocations')
+        .ifNotExists()
+        .addColumn('serial', 'text', (c) => c.primaryKey())
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('revoked_at', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('revocations').ifExists().execute();
+    await db.schema.dropTable('node_certificates').ifExists().execute();
+    await db.schema.dropTable('pairing_requests').ifExists().execute();
+    await db.schema.dropTable('pairing_codes').ifExists().execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
   '0003_workflows': workflows,
+  '0004_security': security,
   '0005_invocations': invocations,
 };

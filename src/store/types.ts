@@ -174,6 +174,55 @@ export interface InvocationSummary {
   error_count: number;
 }
 
+/** A one-time pairing code; only values derived from it are stored. */
+export interface PairingCodeRecord {
+  /** Public id derived from the code's secret. */
+  code_id: string;
+  /** HMAC key derived from the code's secret (hex), to check the node's proof. */
+  key: string;
+  /** The only node id the code may pair, if the operator named one. */
+  node_id: string | null;
+  created_at: string;
+  expires_at: string;
+  used_at: string | null;
+  used_by: string | null;
+}
+
+export const PairingRequestStatus = { Pending: 'pending', Approved: 'approved', Denied: 'denied' } as const;
+export type PairingRequestStatus = (typeof PairingRequestStatus)[keyof typeof PairingRequestStatus];
+
+/** A node that asked to pair without a code and waits for an operator. */
+export interface PairingRequestRecord {
+  node_id: string;
+  status: PairingRequestStatus;
+  name: string | null;
+  platform: string | null;
+  /** PKCS#10 request (PEM) for the node's TLS key. */
+  csr: string;
+  /** Ed25519 key (SPKI PEM) the node will sign results with. */
+  signing_public_key: string;
+  /** SHA-256 over the CSR's public key and the signing key, for an operator to compare with the node's log. */
+  fingerprint: string;
+  remote_address: string;
+  requested_at: string;
+  decided_at: string | null;
+}
+
+/** A node certificate the gateway CA issued. */
+export interface CertificateRecord {
+  /** Upper-case hex, as Node prints serials. */
+  serial: string;
+  node_id: string;
+  fingerprint256: string;
+  /** The Ed25519 key bound to the node at pairing; results must verify with it. */
+  signing_public_key: string;
+  not_before: string;
+  not_after: string;
+  issued_at: string;
+  /** Set once the certificate is revoked. */
+  revoked_at: string | null;
+}
+
 export interface TaskPatch {
   status?: TaskStatus;
   expires_at?: string | null;
@@ -222,4 +271,23 @@ export interface Store {
 
   appendAudit(runId: string, entry: JsonValue): Promise<void>;
   listAudit(runId: string): Promise<JsonValue[]>;
+
+  insertPairingCode(code: PairingCodeRecord): Promise<void>;
+  getPairingCode(codeId: string): Promise<PairingCodeRecord | undefined>;
+  /** Marks an unused code used; false when it was used already (single use, decided by the store). */
+  consumePairingCode(codeId: string, nodeId: string, usedAt: string): Promise<boolean>;
+  /** Deletes codes that expired before the cutoff; returns how many. */
+  pruneExpiredPairingCodes(expiredBefore: string): Promise<number>;
+
+  putPairingRequest(request: PairingRequestRecord): Promise<void>;
+  getPairingRequest(nodeId: string): Promise<PairingRequestRecord | undefined>;
+  listPairingRequests(status?: PairingRequestStatus): Promise<PairingRequestRecord[]>;
+  deletePairingRequest(nodeId: string): Promise<void>;
+
+  insertCertificate(cert: CertificateRecord): Promise<void>;
+  getCertificate(serial: string): Promise<CertificateRecord | undefined>;
+  listCertificates(nodeId: string): Promise<CertificateRecord[]>;
+  /** Revokes every certificate of a node not yet revoked; returns their serials. */
+  revokeCertificates(nodeId: string, reason: string, revokedAt: string): Promise<string[]>;
+  listRevokedSerials(): Promise<string[]>;
 }

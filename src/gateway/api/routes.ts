@@ -8,6 +8,11 @@ import {
   NodeHealth,
   NodeList,
   type NodeView,
+  PairingCodeBody,
+  PairingCodeView,
+  PairingDecision,
+  type PendingNodeView,
+  RevocationView,
   RunView,
   SavedWorkflowRunBody,
   TaskAccepted,
@@ -19,9 +24,10 @@ import {
   WorkflowRunResult,
 } from '../../protocol/api.js';
 import type { JsonValue } from '../../protocol/json.js';
-import { NodeStatus, type RunRecord, RunStatus, type Store, type TaskRecord } from '../../store/types.js';
+import { NodeStatus, type PairingRequestRecord, type RunRecord, RunStatus, type Store, type TaskRecord } from '../../store/types.js';
 import type { Dispatcher } from '../dispatcher.js';
 import type { GatewayMetrics } from '../metrics.js';
+import type { PairingService } from '../pairing.js';
 import type { NodeEntry, Registry } from '../registry.js';
 import { compileWorkflow, type WorkflowEngine } from '../workflows.js';
 import { checker, type Router, reply, textReply } from './http.js';
@@ -33,10 +39,30 @@ export interface ApiDeps {
   dispatcher: Dispatcher;
   workflows: WorkflowEngine;
   metrics: GatewayMetrics;
+  pairing: PairingService;
   stats: () => Record<string, number>;
 }
 
 const statuses = new Set<string>(Object.values(NodeStatus));
+/** Not a registry status: nodes waiting for an operator to approve their pairing. */
+const PENDING = 'PENDING';
+
+function pendingView(r: PairingRequestRecord): PendingNodeView {
+  return {
+    node_id: r.node_id,
+    name: r.name ?? r.node_id,
+    status: PENDING,
+    platform: r.platform ?? 'unknown',
+    capabilities: [],
+    location: null,
+    load: { cpu: 0, memory: 0, in_flight: 0 },
+    last_seen: r.requested_at,
+    trusted: false,
+    fingerprint: r.fingerprint,
+    remote_address: r.remote_address,
+    requested_at: r.requested_at,
+  };
+}
 
 export function nodeView(entry: NodeEntry): NodeView {
   const r = entry.record;
@@ -138,13 +164,14 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
     scope: 'read',
     path: '/v1/nodes',
     summary: 'List known nodes, optionally by status',
-    query: { status: { type: 'string', description: 'online | degraded | offline | syncing' } },
+    query: { status: { type: 'string', description: 'online | degraded | offline | syncing | pending (waiting for approval)' } },
     response: NodeList,
-    handler: ({ query }) => {
+    handler: async ({ query }) => {
       const raw = query.get('status');
       const wanted = raw?.toUpperCase();
+      if (wanted === PENDING) return { ok: true, nodes: (await deps.pairing.listPending()).map(pendingView) };
       if (wanted !== undefined && !statuses.has(wanted)) {
-        throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `status: "${raw}" is not one of online, degraded, offline, syncing`);
+        throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `status: "${raw}" is not one of online, degraded, offline, syncing, pending`);
       }
       const nodes: NodeView[] = [];
       for (const e of registry.all()) if (!wanted || e.record.status === wanted) nodes.push(nodeView(e));
@@ -192,6 +219,54 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
     handler: ({ params }) => {
       const e = getEntry(params.node_id!);
       return { ok: true, node_id: e.record.node_id, capabilities: e.record.capabilities, tools: [...e.tools.values()] };
+    },
+  });
+
+  router.add({
+    method: 'POST',
+    scope: 'admin',
+    path: '/v1/pairing-codes',
+    summary: 'Create a single-use pairing code for `fieldmesh node --pair` (default life 10 minutes)',
+    body: PairingCodeBody,
+    response: PairingCodeView,
+    handler: async ({ body }) => {
+      const req = await body<PairingCodeBody>(checker(PairingCodeBody));
+      const code = await deps.pairing.createCode(req);
+      return reply(201, { ok: true, ...code, ca_fingerprint: deps.pairing.caFingerprint });
+    },
+  });
+
+  for (const decision of ['approve', 'deny'] as const) {
+    router.add({
+      method: 'POST',
+      scope: 'admin',
+      path: `/v1/nodes/{node_id}/${decision}`,
+      summary:
+        decision === 'approve'
+          ? 'Approve a pending pairing request; the waiting node receives its certificate'
+          : 'Deny a pending pairing request; the waiting node is told and stops',
+      response: PairingDecision,
+      handler: async ({ params }) => {
+        const id = params.node_id!;
+        const r = decision === 'approve' ? await deps.pairing.approve(id) : await deps.pairing.deny(id);
+        return { ok: true, node_id: r.node_id, status: r.status, fingerprint: r.fingerprint };
+      },
+    });
+  }
+
+  router.add({
+    method: 'POST',
+    scope: 'admin',
+    path: '/v1/nodes/{node_id}/revoke',
+    summary: "Revoke a node's certificates: its live connection closes at once (4003) and it can never connect with them again",
+    response: RevocationView,
+    handler: async ({ params }) => {
+      const id = params.node_id!;
+      const revoked = await deps.pairing.revoke(id);
+      if (revoked.length === 0 && !registry.get(id)) {
+        throw new FieldmeshError('FM_ERR_NODE_NOT_FOUND', `Node "${id}" is not known to this gateway`, { details: { node_id: id } });
+      }
+      return { ok: true, node_id: id, revoked_serials: revoked };
     },
   });
 

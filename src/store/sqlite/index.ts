@@ -8,11 +8,15 @@ import type { JsonValue } from '../../protocol/json.js';
 import { sqliteMigrations } from '../migrations.js';
 import type {
   AttemptRecord,
+  CertificateRecord,
   InvocationRecord,
   InvocationSummary,
   NodeLoad,
   NodeRecord,
   NodeStatus,
+  PairingCodeRecord,
+  PairingRequestRecord,
+  PairingRequestStatus,
   RunPatch,
   RunRecord,
   RunStatus,
@@ -502,6 +506,97 @@ export class SqliteStore implements Store {
   async listAudit(runId: string): Promise<JsonValue[]> {
     const rows = await this.#db.selectFrom('audit_log').select('entry').where('run_id', '=', runId).orderBy('id').execute();
     return rows.map((r) => parseJson<JsonValue>(r.entry));
+  }
+
+  async insertPairingCode(code: PairingCodeRecord): Promise<void> {
+    await this.#db.insertInto('pairing_codes').values(code).execute();
+  }
+
+  async getPairingCode(codeId: string): Promise<PairingCodeRecord | undefined> {
+    return this.#db.selectFrom('pairing_codes').selectAll().where('code_id', '=', codeId).executeTakeFirst();
+  }
+
+  async consumePairingCode(codeId: string, nodeId: string, usedAt: string): Promise<boolean> {
+    const res = await this.#db
+      .updateTable('pairing_codes')
+      .set({ used_at: usedAt, used_by: nodeId })
+      .where('code_id', '=', codeId)
+      .where('used_at', 'is', null)
+      .executeTakeFirst();
+    return res.numUpdatedRows === 1n;
+  }
+
+  async pruneExpiredPairingCodes(expiredBefore: string): Promise<number> {
+    const res = await this.#db.deleteFrom('pairing_codes').where('expires_at', '<', expiredBefore).executeTakeFirst();
+    return Number(res.numDeletedRows);
+  }
+
+  async putPairingRequest(request: PairingRequestRecord): Promise<void> {
+    const { node_id: _id, ...rest } = request;
+    await this.#db
+      .insertInto('pairing_requests')
+      .values(request)
+      .onConflict((oc) => oc.column('node_id').doUpdateSet(rest))
+      .execute();
+  }
+
+  async getPairingRequest(nodeId: string): Promise<PairingRequestRecord | undefined> {
+    const row = await this.#db.selectFrom('pairing_requests').selectAll().where('node_id', '=', nodeId).executeTakeFirst();
+    return row === undefined ? undefined : { ...row, status: row.status as PairingRequestStatus };
+  }
+
+  async listPairingRequests(status?: PairingRequestStatus): Promise<PairingRequestRecord[]> {
+    let query = this.#db.selectFrom('pairing_requests').selectAll();
+    if (status !== undefined) query = query.where('status', '=', status);
+    const rows = await query.orderBy('requested_at').orderBy('node_id').execute();
+    return rows.map((row) => ({ ...row, status: row.status as PairingRequestStatus }));
+  }
+
+  async deletePairingRequest(nodeId: string): Promise<void> {
+    await this.#db.deleteFrom('pairing_requests').where('node_id', '=', nodeId).execute();
+  }
+
+  async insertCertificate(cert: CertificateRecord): Promise<void> {
+    const { revoked_at: _r, ...row } = cert;
+    await this.#db.insertInto('node_certificates').values(row).execute();
+  }
+
+  #certificates() {
+    return this.#db
+      .selectFrom('node_certificates as c')
+      .leftJoin('revocations as r', 'r.serial', 'c.serial')
+      .selectAll('c')
+      .select('r.revoked_at');
+  }
+
+  async getCertificate(serial: string): Promise<CertificateRecord | undefined> {
+    return this.#certificates().where('c.serial', '=', serial).executeTakeFirst();
+  }
+
+  async listCertificates(nodeId: string): Promise<CertificateRecord[]> {
+    return this.#certificates().where('c.node_id', '=', nodeId).orderBy('c.issued_at').orderBy('c.serial').execute();
+  }
+
+  async revokeCertificates(nodeId: string, reason: string, revokedAt: string): Promise<string[]> {
+    return this.#db.transaction().execute(async (trx) => {
+      const live = await trx
+        .selectFrom('node_certificates as c')
+        .leftJoin('revocations as r', 'r.serial', 'c.serial')
+        .select('c.serial')
+        .where('c.node_id', '=', nodeId)
+        .where('r.serial', 'is', null)
+        .execute();
+      if (live.length === 0) return [];
+      await trx
+        .insertInto('revocations')
+        .values(live.map((c) => ({ serial: c.serial, node_id: nodeId, revoked_at: revokedAt, reason })))
+        .execute();
+      return live.map((c) => c.serial);
+    });
+  }
+
+  async listRevokedSerials(): Promise<string[]> {
+    return (await this.#db.selectFrom('revocations').select('serial').execute()).map((r) => r.serial);
   }
 
   async pruneRuns(finishedBefore: string): Promise<number> {

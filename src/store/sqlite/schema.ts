@@ -89,6 +89,46 @@ export interface InvocationsTable {
   error: string;
 }
 
+export interface PairingCodesTable {
+  code_id: string;
+  key: string;
+  node_id: string | null;
+  created_at: string;
+  expires_at: string;
+  used_at: string | null;
+  used_by: string | null;
+}
+
+export interface PairingRequestsTable {
+  node_id: string;
+  status: string;
+  name: string | null;
+  platform: string | null;
+  csr: string;
+  signing_public_key: string;
+  fingerprint: string;
+  remote_address: string;
+  requested_at: string;
+  decided_at: string | null;
+}
+
+export interface NodeCertificatesTable {
+  serial: string;
+  node_id: string;
+  fingerprint256: string;
+  signing_public_key: string;
+  not_before: string;
+  not_after: string;
+  issued_at: string;
+}
+
+export interface RevocationsTable {
+  serial: string;
+  node_id: string;
+  revoked_at: string;
+  reason: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -96,4 +136,8 @@ export interface Database {
   workflows: WorkflowsTable;
   audit_log: AuditLogTable;
   invocations: InvocationsTable;
+  pairing_codes: PairingCodesTable;
+  pairing_requests: PairingRequestsTable;
+  node_certificates: NodeCertificatesTable;
+  revocations: RevocationsTable;
 }
