@@ -174,6 +174,26 @@ export interface InvocationSummary {
   error_count: number;
 }
 
+/** What an API token may do; each scope includes the ones before it (read < submit < admin). */
+export const TokenScope = {
+  Read: 'read',
+  Submit: 'submit',
+  Admin: 'admin',
+} as const;
+export type TokenScope = (typeof TokenScope)[keyof typeof TokenScope];
+
+/** An API token as stored: only the SHA-256 of its secret, never the secret itself. */
+export interface ApiTokenRecord {
+  token_id: string;
+  name: string | null;
+  scope: TokenScope;
+  /** Hex SHA-256 of the whole bearer token. */
+  hash: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
 export interface TaskPatch {
   status?: TaskStatus;
   expires_at?: string | null;
@@ -222,4 +242,13 @@ export interface Store {
 
   appendAudit(runId: string, entry: JsonValue): Promise<void>;
   listAudit(runId: string): Promise<JsonValue[]>;
+
+  insertApiToken(token: ApiTokenRecord): Promise<void>;
+  getApiToken(tokenId: string): Promise<ApiTokenRecord | undefined>;
+  /** Every token, revoked ones too, oldest first. */
+  listApiTokens(): Promise<ApiTokenRecord[]>;
+  /** Marks a token revoked (keeping an earlier revocation time) and returns it; throws FM_ERR_TOKEN_NOT_FOUND for an unknown id. */
+  revokeApiToken(tokenId: string, revokedAt: string): Promise<ApiTokenRecord>;
+  /** Records when a token was last used; an unknown id is ignored. */
+  touchApiToken(tokenId: string, usedAt: string): Promise<void>;
 }

@@ -89,6 +89,17 @@ export interface InvocationsTable {
   error: string;
 }
 
+export interface ApiTokensTable {
+  token_id: string;
+  name: string | null;
+  scope: string;
+  /** Hex SHA-256 of the bearer token. */
+  hash: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -96,4 +107,5 @@ export interface Database {
   workflows: WorkflowsTable;
   audit_log: AuditLogTable;
   invocations: InvocationsTable;
+  api_tokens: ApiTokensTable;
 }
