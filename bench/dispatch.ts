@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readAdminToken } from '../src/cli/client.js';
 import { FieldmeshClient } from '../src/client/index.js';
 import { type ProfileSummary, summarizeProfile } from './cpuprofile.js';
 import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
@@ -134,7 +135,7 @@ async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string
       },
     );
     procs.push(gw.bp);
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
+    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), token: readAdminToken(join(dir, 'gw')) });
     const started = await Promise.all(
       Array.from({ length: nodes }, (_, i) =>
         startFieldmesh(

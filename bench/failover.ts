@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readAdminToken } from '../src/cli/client.js';
 import { type Managed, startProcess } from '../src/cli/processes.js';
 import { FieldmeshClient } from '../src/client/index.js';
 import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
@@ -26,7 +27,7 @@ export async function failoverBench(args: BenchArgs): Promise<void> {
       },
     );
     procs.push(gw.managed);
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
+    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), token: readAdminToken(join(dir, 'gw')) });
     const startNode = async (id: string) => {
       const p = await startProcess(
         [

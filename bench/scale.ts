@@ -23,6 +23,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { readAdminToken } from '../src/cli/client.js';
 import { FieldmeshClient } from '../src/client/index.js';
 import { silentLogger } from '../src/core/logger.js';
 import { Registry } from '../src/gateway/registry.js';
@@ -200,7 +201,7 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
           `raise the hard limit (ulimit -Hn, or LimitNOFILE) or run with --nodes ${Math.max(1, limit - 1024)}`,
       );
     }
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), timeoutMs: 60_000 });
+    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), token: readAdminToken(join(dir, 'gw')), timeoutMs: 60_000 });
 
     await sleep(smoke ? 500 : 2000);
     const rssBefore = rssBytes(gw.bp.pid);

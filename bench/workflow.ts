@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { readAdminToken } from '../src/cli/client.js';
 import { type Managed, startProcess } from '../src/cli/processes.js';
 import { FieldmeshClient } from '../src/client/index.js';
 import type { Workflow } from '../src/protocol/api.js';
@@ -25,7 +26,7 @@ export async function workflowBench(args: BenchArgs): Promise<void> {
       },
     );
     procs.push(gw.managed);
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api) });
+    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), token: readAdminToken(join(dir, 'gw')) });
     for (const id of ['bench:a', 'bench:b']) {
       const p = await startProcess(['node', '--gateway', String(gw.ready.listen), '--id', id, '--data-dir', join(dir, id)], 'node ready', {
         env: { FIELDMESH_LOG_LEVEL: 'info' },

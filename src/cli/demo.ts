@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { FieldmeshClient } from '../client/index.js';
 import type { Workflow } from '../protocol/api.js';
+import { readAdminToken } from './client.js';
 import { printJson } from './format.js';
 import { type Managed, startProcess } from './processes.js';
 import { followRun, formatTimeline } from './run.js';
@@ -110,7 +111,7 @@ export async function runDemo(log: (line: string) => void = (l) => process.stdou
         log(`node     ${n.id} ("${n.name}", ${n.platform}${n.caps.length ? `, ${n.caps.join(', ')}` : ''}) online`);
       }),
     );
-    const client = new FieldmeshClient({ baseUrl: api });
+    const client = new FieldmeshClient({ baseUrl: api, token: readAdminToken(join(dir, 'gateway')) });
     const deadline = Date.now() + 15_000;
     while ((await client.listNodes('online')).length < demoNodes.length) {
       if (Date.now() > deadline) throw new Error('nodes did not come online within 15 s');

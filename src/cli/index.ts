@@ -9,6 +9,7 @@ import { nodeCommand } from './node.js';
 import { nodesCommand } from './nodes.js';
 import { runCommand } from './run.js';
 import { taskCommand } from './task.js';
+import { tokensCommand } from './tokens.js';
 
 const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
 gatewayCommand(program);
@@ -16,6 +17,7 @@ nodeCommand(program);
 nodesCommand(program);
 taskCommand(program);
 runCommand(program);
+tokensCommand(program);
 demoCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

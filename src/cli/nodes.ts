@@ -1,20 +1,17 @@
 /** `fieldmesh nodes list|health|caps`: the original `nodes` tool's actions over the HTTP API. */
 import type { Command } from 'commander';
-import { FieldmeshClient } from '../client/index.js';
+import { apiOption, clientFrom } from './client.js';
 import { printJson, table } from './format.js';
 
-export function apiOption(cmd: Command): Command {
-  return cmd
-    .option('--api <url>', 'gateway API', process.env.FIELDMESH_API ?? 'http://127.0.0.1:8787')
-    .option('--json', 'print the raw JSON answer');
-}
+/** Kept here too for commands that import it from this module. */
+export { apiOption };
 
 export function nodesCommand(program: Command): void {
   const nodes = program.command('nodes').description('inspect the nodes a gateway knows');
 
   apiOption(nodes.command('list').description('list nodes').option('--status <status>', 'online | degraded | offline | syncing')).action(
     async (o) => {
-      const list = await new FieldmeshClient({ baseUrl: o.api }).listNodes(o.status);
+      const list = await clientFrom(o).listNodes(o.status);
       if (o.json) return printJson({ nodes: list });
       if (list.length === 0) {
         process.stdout.write('no nodes\n');
@@ -38,7 +35,7 @@ export function nodesCommand(program: Command): void {
   );
 
   apiOption(nodes.command('health <node_id>').description("a node's health from its heartbeats")).action(async (id: string, o) => {
-    const h = await new FieldmeshClient({ baseUrl: o.api }).nodeHealth(id);
+    const h = await clientFrom(o).nodeHealth(id);
     if (o.json) return printJson(h);
     process.stdout.write(
       `${h.node_id}: ${h.status}${h.connected ? '' : ' (not connected)'}\n` +
@@ -49,7 +46,7 @@ export function nodesCommand(program: Command): void {
 
   apiOption(nodes.command('caps <node_id>').alias('capabilities').description("a node's capabilities and tools")).action(
     async (id: string, o) => {
-      const c = await new FieldmeshClient({ baseUrl: o.api }).nodeCapabilities(id);
+      const c = await clientFrom(o).nodeCapabilities(id);
       if (o.json) return printJson(c);
       process.stdout.write(`${c.node_id}\n  capabilities: ${c.capabilities.join(', ')}\n  tools:\n`);
       for (const t of c.tools) process.stdout.write(`    ${t.name} - ${t.description}\n`);
