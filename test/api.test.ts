@@ -94,6 +94,8 @@ describe('api', () => {
       '/v1/runs/{run_id}': ['get'],
       '/v1/runs/{run_id}/cancel': ['post'],
       '/v1/runs/{run_id}/audit': ['get'],
+      '/v1/tokens': ['get', 'post'],
+      '/v1/tokens/{token_id}/revoke': ['post'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());
