@@ -434,7 +434,7 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
     warmup,
     runs,
     concurrencies,
-    client: 'FieldmeshClient (fetch, keep-alive) → POST /v1/tool_call',
+    client: 'FieldmeshClient (node:http keep-alive agent) → POST /v1/tool_call',
     peers: {
       moleculer: 'moleculer 0.14, TCP transporter, JSON serializer, caller broker in the bench process, one worker broker per process',
       nats: `@nats-io/transport-node 3.3 request-reply, ${natsUrl}, one queue-group worker per process`,

@@ -5,6 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { readAdminToken } from '../src/cli/client.js';
 import { pairingArgs, startProcess } from '../src/cli/processes.js';
 import { FieldmeshClient } from '../src/client/index.js';
 import { sleep } from './procs.js';
@@ -66,7 +67,7 @@ export async function startMesh<P extends MeshProcess = MeshProcess>(opts: MeshO
   );
   const api = String(gw.ready.api);
   const listen = String(gw.ready.listen);
-  const client = new FieldmeshClient({ baseUrl: api, timeoutMs: 60_000 });
+  const client = new FieldmeshClient({ baseUrl: api, token: readAdminToken(join(opts.dir, 'gw')), timeoutMs: 60_000 });
   const nodes = new Map<string, P>();
   const mesh: Mesh<P> = {
     api,

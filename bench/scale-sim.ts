@@ -66,7 +66,12 @@ async function main(): Promise<void> {
   }
   const stats = { connecting: 0, welcomed: 0, closed: 0, errors: 0, heartbeats: 0, tasks: 0, last_error: '' };
   const say = (msg: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ msg, ...fields })}\n`);
-  await pairAll(sims, gateway, new FieldmeshClient({ baseUrl: api, timeoutMs: 60_000 }), Number(parallel));
+  await pairAll(
+    sims,
+    gateway,
+    new FieldmeshClient({ baseUrl: api, token: process.env.FIELDMESH_TOKEN, timeoutMs: 60_000 }),
+    Number(parallel),
+  );
   say('sim ready', { count: sims.length });
 
   let next = 0;

@@ -25,6 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { readAdminToken } from '../src/cli/client.js';
 import { FieldmeshClient } from '../src/client/index.js';
 import { silentLogger } from '../src/core/logger.js';
 import { Registry } from '../src/gateway/registry.js';
@@ -198,7 +199,7 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
           `raise the hard limit (ulimit -Hn, or LimitNOFILE) or run with --nodes ${Math.max(1, limit - 1024)}`,
       );
     }
-    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), timeoutMs: 60_000 });
+    const client = new FieldmeshClient({ baseUrl: String(gw.ready.api), token: readAdminToken(join(dir, 'gw')), timeoutMs: 60_000 });
 
     const per = Math.ceil(nodes / workers);
     const script = join(here, 'scale-sim.js');
@@ -213,6 +214,7 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
           'sim ready',
           {
             stdin: true,
+            env: { FIELDMESH_TOKEN: readAdminToken(join(dir, 'gw')) },
             openFiles: count + 1024,
             // Every simulated node pairs with its own code before the process is ready.
             readyTimeoutMs: Math.max(120_000, count * 100),

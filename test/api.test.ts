@@ -98,6 +98,8 @@ describe('api', () => {
       '/v1/runs/{run_id}': ['get'],
       '/v1/runs/{run_id}/cancel': ['post'],
       '/v1/runs/{run_id}/audit': ['get'],
+      '/v1/tokens': ['get', 'post'],
+      '/v1/tokens/{token_id}/revoke': ['post'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());
@@ -146,10 +148,10 @@ describe('api', () => {
     const missing = await http(api, 'GET', '/v1/nope');
     expect(missing.status).toBe(404);
     expect(missing.json).toMatchObject({ ok: false, error: { code: 'FM_ERR_ROUTE_NOT_FOUND' } });
-    const res = await fetch(`${api}/v1/tool_call`, { method: 'GET' });
+    const res = await http(api, 'GET', '/v1/tool_call');
     expect(res.status).toBe(405);
-    expect(res.headers.get('allow')).toBe('POST');
-    expect(await res.json()).toMatchObject({ ok: false, error: { code: 'FM_ERR_METHOD_NOT_ALLOWED' } });
+    expect(res.headers.allow).toBe('POST');
+    expect(res.json).toMatchObject({ ok: false, error: { code: 'FM_ERR_METHOD_NOT_ALLOWED' } });
   });
 
   it('api - GET /v1/nodes lists every known node with its fields in snake_case', async () => {

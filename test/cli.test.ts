@@ -14,7 +14,7 @@ describe('cli', () => {
 
   beforeAll(async () => {
     await c.startGateway();
-    api = ['--api', c.gateway.api];
+    api = ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
     await Promise.all([...seedNodes.map((n) => c.startNode(n))]);
   }, 60_000);
   afterAll(() => c.stop());

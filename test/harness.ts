@@ -4,7 +4,9 @@
  * Each node pairs with a fresh code on its first start.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type Managed, pairingArgs, startProcess } from '../src/cli/processes.js';
@@ -17,6 +19,10 @@ export interface GatewayHandle {
   api: string;
   listen: string;
   dataDir: string;
+  /** The admin token the gateway wrote to its data dir. */
+  token: string;
+  /** The gateway CA (PEM), which an https API's certificate chains to. */
+  ca: string;
   client: FieldmeshClient;
   proc: Managed;
 }
@@ -99,7 +105,11 @@ export class Cluster {
     );
     this.procs.push(managed);
     const api = String(ready.api);
-    this.gateway = { api, listen: String(ready.listen), dataDir, client: new FieldmeshClient({ baseUrl: api }), proc: managed };
+    const token = readFileSync(join(dataDir, 'admin-token'), 'utf8').trim();
+    const ca = readFileSync(join(dataDir, 'tls', 'ca.crt'), 'utf8');
+    apiCredentials.set(api, { token, ca });
+    const client = new FieldmeshClient({ baseUrl: api, token, ca });
+    this.gateway = { api, listen: String(ready.listen), dataDir, token, ca, client, proc: managed };
     return this.gateway;
   }
 
@@ -142,18 +152,48 @@ export class Cluster {
   }
 }
 
-/** Raw HTTP against the API, for the cases the typed client would refuse to send. */
-export async function http(api: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}) {
-  const res = await fetch(api + path, { method, body: body ?? null, headers: { 'content-type': 'application/json', ...headers } });
-  const text = await res.text();
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary fields of error and result bodies
-  return { status: res.status, json: json as Record<string, any>, text };
+// biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary fields of error and result bodies
+type AnyJson = Record<string, any>;
+
+/** Token and CA of each API a Cluster started, the defaults of `http()`. */
+const apiCredentials = new Map<string, { token: string; ca: string }>();
+
+/**
+ * Raw HTTP against the API, for the cases the typed client would refuse to send. It carries the admin
+ * token of the Cluster that started `api` unless `token` says otherwise (`null` sends none).
+ */
+export function http(
+  api: string,
+  method: string,
+  path: string,
+  body?: string | Buffer,
+  headers: Record<string, string> = {},
+  token: string | null = apiCredentials.get(api)?.token ?? null,
+) {
+  const url = new URL(api + path);
+  const all: Record<string, string> = { 'content-type': 'application/json', ...headers };
+  if (token !== null) all.authorization = `Bearer ${token}`;
+  const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+  const ca = apiCredentials.get(api)?.ca;
+  return new Promise<{ status: number; json: AnyJson; text: string; headers: IncomingHttpHeaders }>((resolve, reject) => {
+    const req = send(url, { method, headers: all, agent: false, ...(ca ? { ca } : {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: unknown;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, json: json as AnyJson, text, headers: res.headers });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 export interface CliResult {
@@ -163,9 +203,10 @@ export interface CliResult {
 }
 
 /** Runs the built CLI and resolves with its exit code and output, whatever the exit code. */
-export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
+export function runCli(args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [cliPath, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    const options = { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, ...env } };
+    execFile(process.execPath, [cliPath, ...args], options, (err, stdout, stderr) => {
       if (err && typeof err.code !== 'number') {
         reject(new Error(`fieldmesh ${args.join(' ')} did not exit normally (${err.message}):\n${stdout}\n${stderr}`));
         return;

@@ -45,10 +45,10 @@ describe('metrics', () => {
   });
 
   it('metrics - /metrics is Prometheus text with invocations by tool and node, nodes by status and process metrics', async () => {
-    const res = await fetch(`${c.gateway.api}/metrics`);
+    const res = await http(c.gateway.api, 'GET', '/metrics');
     expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toContain('text/plain');
-    const samples = parsePrometheus(await res.text());
+    expect(res.headers['content-type']).toContain('text/plain');
+    const samples = parsePrometheus(res.text);
     expect(samples.get('fieldmesh_invocations_total{tool="unit_convert",node_id="m:one",outcome="success"}')).toBe(3);
     expect(samples.get('fieldmesh_invocations_total{tool="fail_with",node_id="m:one",outcome="failure"}')).toBe(1);
     expect(samples.get('fieldmesh_invocation_duration_seconds_count{tool="unit_convert",node_id="m:one"}')).toBe(3);

@@ -703,7 +703,7 @@ describe('workflows', () => {
   });
 
   describe('cli', () => {
-    const apiArgs = () => ['--api', c.gateway.api];
+    const apiArgs = () => ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
 
     it('cli - workflows put saves a workflow file and workflows list shows it', async () => {
       const file = join(c.root, 'wf-cli-saved.json');

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { FieldmeshClient } from '../client/index.js';
 import type { Workflow } from '../protocol/api.js';
+import { readAdminToken } from './client.js';
 import { printJson } from './format.js';
 import { type Managed, pairingArgs, startProcess } from './processes.js';
 import { followRun, formatTimeline } from './run.js';
@@ -88,7 +89,7 @@ export async function runDemo(log: (line: string) => void = (l) => process.stdou
     const api = String(gw.ready.api);
     const listen = String(gw.ready.listen);
     log(`gateway  api ${api}  nodes ${listen} (mutual TLS)`);
-    const client = new FieldmeshClient({ baseUrl: api });
+    const client = new FieldmeshClient({ baseUrl: api, token: readAdminToken(join(dir, 'gateway')) });
     await Promise.all(
       demoNodes.map(async (n) => {
         const dataDir = join(dir, n.id.replace(/[:/]/g, '_'));

@@ -3,14 +3,17 @@ import type { Command } from 'commander';
 import { parseDuration } from '../core/duration.js';
 import { createLogger, type LogLevel } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
+import { defaultDataDir } from './client.js';
 import { collect, intOption } from './format.js';
 
 export function gatewayCommand(program: Command): void {
   program
     .command('gateway')
     .description('run a gateway: HTTP API, node listener (TLS), registry, scheduler and store')
-    .requiredOption('--data-dir <dir>', 'directory for the SQLite store and TLS material')
+    .option('--data-dir <dir>', 'directory for the SQLite store, TLS material and admin token', defaultDataDir())
     .option('--api <host:port>', 'HTTP API address', '127.0.0.1:8787')
+    .option('--api-tls', 'serve the API over HTTPS with a certificate from the gateway CA')
+    .option('--insecure-api', 'allow plain HTTP on an API address other than 127.0.0.1, ::1 or localhost')
     .option('--listen <host:port>', 'node listener address (TLS)', '0.0.0.0:8788')
     .option('--heartbeat-interval-ms <ms>', 'heartbeat interval nodes are told to use', intOption)
     .option('--degraded-after-missed <n>', 'missed heartbeats before a node is DEGRADED', intOption)
@@ -33,6 +36,8 @@ export function gatewayCommand(program: Command): void {
       const gateway = await Gateway.start({
         dataDir: o.dataDir,
         api: o.api,
+        apiTls: o.apiTls === true,
+        insecureApi: o.insecureApi === true,
         listen: o.listen,
         heartbeatIntervalMs: o.heartbeatIntervalMs,
         degradedAfterMissed: o.degradedAfterMissed,

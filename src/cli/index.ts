@@ -10,6 +10,7 @@ import { nodesCommand } from './nodes.js';
 import { pairCommand } from './pair.js';
 import { runCommand } from './run.js';
 import { taskCommand } from './task.js';
+import { tokensCommand } from './tokens.js';
 
 const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
 gatewayCommand(program);
@@ -18,6 +19,7 @@ nodesCommand(program);
 pairCommand(program);
 taskCommand(program);
 runCommand(program);
+tokensCommand(program);
 demoCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -3,22 +3,17 @@
  * the HTTP API; `approve|deny|revoke`: pairing decisions and revocation.
  */
 import type { Command } from 'commander';
-import { FieldmeshClient } from '../client/index.js';
+import { type ApiCommandOptions, apiOption, clientFrom } from './client.js';
 import { printJson, table } from './format.js';
 
-export function apiOption(cmd: Command): Command {
-  return cmd
-    .option('--api <url>', 'gateway API', process.env.FIELDMESH_API ?? 'http://127.0.0.1:8787')
-    .option('--json', 'print the raw JSON answer');
-}
+/** Kept here too for commands that import it from this module. */
+export { apiOption };
 
 /** The API client of a command given {@link apiOption}'s options. */
-export function apiClient(o: { api: string }): FieldmeshClient {
-  return new FieldmeshClient({ baseUrl: o.api });
-}
+export const apiClient = clientFrom;
 
 /** Pairing requests waiting for an operator, with the fingerprint to compare against the node's log. */
-async function listPending(o: { api: string; json?: boolean }): Promise<void> {
+async function listPending(o: ApiCommandOptions & { json?: boolean }): Promise<void> {
   const pending = await apiClient(o).listPendingNodes();
   if (o.json) return printJson({ nodes: pending });
   process.stdout.write(

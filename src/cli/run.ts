@@ -1,10 +1,10 @@
 /** `fieldmesh run workflow.json`, `fieldmesh runs …` and `fieldmesh workflows …`: workflows with live progress. */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { FieldmeshClient } from '../client/index.js';
+import type { FieldmeshClient } from '../client/index.js';
 import type { RunView, StepState, Workflow, WorkflowRunResult } from '../protocol/api.js';
+import { apiOption, clientFrom } from './client.js';
 import { parseJsonOption, printJson, table } from './format.js';
-import { apiOption } from './nodes.js';
 
 export function formatTimeline(r: WorkflowRunResult): string {
   const head = `workflow ${r.workflow_id}  run ${r.run_id}  ${r.ok ? 'ok' : 'FAILED'}  verified=${r.verified} degraded=${r.degraded}  ${r.duration_ms} ms`;
@@ -79,7 +79,7 @@ export function runCommand(program: Command): void {
   ).action(async (file: string, o) => {
     const workflow = readWorkflow(file);
     const input = parseJsonOption('--input', o.input) as Record<string, unknown> | undefined;
-    const client = new FieldmeshClient({ baseUrl: o.api });
+    const client = clientFrom(o);
     if (o.json) {
       const r = await client.runWorkflow(workflow, input);
       printJson(r);
@@ -102,7 +102,7 @@ export function runCommand(program: Command): void {
       .option('--workflow <id>', 'only runs of this workflow')
       .option('--status <status>', 'running | succeeded | failed | cancelled'),
   ).action(async (o) => {
-    const list = await new FieldmeshClient({ baseUrl: o.api }).listRuns({ workflow_id: o.workflow, status: o.status });
+    const list = await clientFrom(o).listRuns({ workflow_id: o.workflow, status: o.status });
     if (o.json) return printJson({ runs: list });
     if (list.length === 0) return void process.stdout.write('no runs\n');
     process.stdout.write(
@@ -113,26 +113,26 @@ export function runCommand(program: Command): void {
     );
   });
   apiOption(runs.command('show <run_id>').description("a run's steps and timeline")).action(async (id: string, o) => {
-    const run = await new FieldmeshClient({ baseUrl: o.api }).getRun(id);
+    const run = await clientFrom(o).getRun(id);
     if (o.json) return printJson(run);
     process.stdout.write(`run ${run.run_id} of ${run.workflow_id}: ${run.status}  trace ${run.trace_id}\n`);
     for (const [step, state] of Object.entries(run.steps)) process.stdout.write(`  ${step}  ${describe(state, undefined)}\n`);
     if (run.result) process.stdout.write(`\n${formatTimeline(run.result)}\n`);
   });
   apiOption(runs.command('cancel <run_id>').description('cancel a running run')).action(async (id: string, o) => {
-    const run = await new FieldmeshClient({ baseUrl: o.api }).cancelRun(id);
+    const run = await clientFrom(o).cancelRun(id);
     if (o.json) printJson(run);
     else process.stdout.write(`run ${run.run_id}: ${run.status}\n`);
   });
 
   const workflows = program.command('workflows').description('saved workflows');
   apiOption(workflows.command('put <workflow_file>').description('save (or update) a workflow')).action(async (file: string, o) => {
-    const saved = await new FieldmeshClient({ baseUrl: o.api }).putWorkflow(readWorkflow(file));
+    const saved = await clientFrom(o).putWorkflow(readWorkflow(file));
     if (o.json) printJson(saved);
     else process.stdout.write(`saved ${saved.workflow_id} version ${saved.version}\n`);
   });
   apiOption(workflows.command('list').description('saved workflows')).action(async (o) => {
-    const list = await new FieldmeshClient({ baseUrl: o.api }).listWorkflows();
+    const list = await clientFrom(o).listWorkflows();
     if (o.json) return printJson({ workflows: list });
     if (list.length === 0) return void process.stdout.write('no saved workflows\n');
     process.stdout.write(

@@ -1,9 +1,8 @@
 /** `fieldmesh task send|result|cancel`: one tool call through the HTTP API. */
 import type { Command } from 'commander';
-import { FieldmeshClient } from '../client/index.js';
 import type { ToolCallBody, ToolCallResult } from '../protocol/api.js';
+import { apiOption, clientFrom } from './client.js';
 import { intOption, parseJsonOption, printJson } from './format.js';
-import { apiOption } from './nodes.js';
 
 function printResult(r: ToolCallResult): void {
   process.stdout.write(
@@ -30,7 +29,7 @@ export function taskCommand(program: Command): void {
     const target = parseJsonOption('--target', o.target);
     if (target !== undefined) body.target = target as ToolCallBody['target'];
     if (o.timeoutMs !== undefined) body.timeout_ms = o.timeoutMs;
-    const client = new FieldmeshClient({ baseUrl: o.api });
+    const client = clientFrom(o);
     if (o.async) {
       const taskId = await client.submitTask(body);
       if (o.json) printJson({ task_id: taskId });
@@ -49,7 +48,7 @@ export function taskCommand(program: Command): void {
       .description('a task and its result')
       .option('--wait-ms <ms>', 'wait up to this long for it to finish', intOption),
   ).action(async (id: string, o) => {
-    const t = await new FieldmeshClient({ baseUrl: o.api }).getTask(id, o.waitMs);
+    const t = await clientFrom(o).getTask(id, o.waitMs);
     if (o.json) return printJson(t);
     process.stdout.write(`task ${t.task_id} (${t.tool_name}): ${t.status}, ${t.attempts.length} attempt(s)\n`);
     if (t.result) printResult(t.result);
@@ -57,7 +56,7 @@ export function taskCommand(program: Command): void {
   });
 
   apiOption(task.command('cancel <task_id>').description('cancel a task that has not finished')).action(async (id: string, o) => {
-    const t = await new FieldmeshClient({ baseUrl: o.api }).cancelTask(id);
+    const t = await clientFrom(o).cancelTask(id);
     if (o.json) printJson(t);
     else process.stdout.write(`task ${t.task_id}: ${t.status}\n`);
   });

@@ -1,7 +1,10 @@
 /**
  * Typed client for the gateway's HTTP API. The CLI is built on it; programs
- * use it as `new FieldmeshClient({ baseUrl })`.
+ * use it as `new FieldmeshClient({ baseUrl, token })`. Requests go over one
+ * keep-alive agent per client, so a busy client reuses its connections.
  */
+import { Agent as HttpAgent, request as httpRequest, type RequestOptions } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { type ErrorBody, FieldmeshError } from '../core/errors.js';
 /** One line of `GET /v1/runs`. */
 export interface RunSummary {
@@ -24,6 +27,8 @@ import type {
   RevocationView,
   RunView,
   TaskView,
+  TokenCreated,
+  TokenView,
   ToolCallBody,
   ToolCallResult,
   Workflow,
@@ -33,8 +38,10 @@ import type {
 export interface FieldmeshClientOptions {
   /** Gateway API, e.g. `http://127.0.0.1:8787`. @default process.env.FIELDMESH_API ?? "http://127.0.0.1:8787" */
   baseUrl?: string;
-  /** Bearer token for gateways that require one. */
+  /** API token, sent as `Authorization: Bearer …`. @default process.env.FIELDMESH_TOKEN */
   token?: string;
+  /** CA certificate (PEM) an `https` gateway's certificate is checked against, e.g. `<data-dir>/tls/ca.crt`. @default the system CAs */
+  ca?: string | Buffer;
   /** Per-request time limit in ms. @default 120000 */
   timeoutMs?: number;
 }
@@ -58,12 +65,24 @@ export class FieldmeshClient {
   readonly baseUrl: string;
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
+  readonly #agent: HttpAgent;
+  readonly #send: typeof httpRequest;
 
   constructor(options: FieldmeshClientOptions = {}) {
     const base = options.baseUrl ?? process.env.FIELDMESH_API ?? 'http://127.0.0.1:8787';
     this.baseUrl = (/^https?:\/\//.test(base) ? base : `http://${base}`).replace(/\/+$/, '');
     this.#token = options.token ?? process.env.FIELDMESH_TOKEN;
     this.#timeoutMs = options.timeoutMs ?? 120_000;
+    const https = this.baseUrl.startsWith('https:');
+    this.#agent = https
+      ? new HttpsAgent({ keepAlive: true, ...(options.ca === undefined ? {} : { ca: options.ca }) })
+      : new HttpAgent({ keepAlive: true });
+    this.#send = https ? httpsRequest : httpRequest;
+  }
+
+  /** Closes the client's idle keep-alive connections. (They do not keep a process alive.) */
+  close(): void {
+    this.#agent.destroy();
   }
 
   health(): Promise<{ ok: true; status: string; version: string; nodes_online: number }> {
@@ -185,40 +204,84 @@ export class FieldmeshClient {
     );
   }
 
+  /** Issues an API token (admin scope needed); the answer is the only time its secret is shown. */
+  createToken(scope: 'read' | 'submit' | 'admin', name?: string): Promise<TokenCreated> {
+    return this.#request('POST', '/v1/tokens', name === undefined ? { scope } : { scope, name });
+  }
+
+  /** API tokens without their secrets, revoked ones too. */
+  async listTokens(): Promise<TokenView[]> {
+    return (await this.#request<{ tokens: TokenView[] }>('GET', '/v1/tokens')).tokens;
+  }
+
+  revokeToken(tokenId: string): Promise<TokenView & { ok: true }> {
+    return this.#request('POST', `/v1/tokens/${encodeURIComponent(tokenId)}/revoke`);
+  }
+
   openapi(): Promise<Record<string, unknown>> {
     return this.#request('GET', '/openapi.json');
   }
 
   async #request<T>(method: string, path: string, body?: unknown, isResult?: (body: unknown) => boolean): Promise<T> {
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    const headers: Record<string, string | number> = { accept: 'application/json' };
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    if (payload !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = Buffer.byteLength(payload);
+    }
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
-    let res: Response;
+    let res: { status: number; text: string };
     try {
-      res = await fetch(this.baseUrl + path, {
-        method,
-        headers,
-        body: body === undefined ? null : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
+      res = await this.#exchange(new URL(this.baseUrl + path), { method, headers, agent: this.#agent }, payload, true);
     } catch (err) {
-      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${(err as Error).message}`, {
+      const e = err as NodeJS.ErrnoException;
+      const hint = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(e.code ?? '')
+        ? ' (pass the gateway CA, <data-dir>/tls/ca.crt, as `ca` or --ca)'
+        : '';
+      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${e.message}${hint}`, {
         cause: err,
       });
     }
-    const text = await res.text();
     let parsed: unknown;
     try {
-      parsed = text === '' ? {} : JSON.parse(text);
+      parsed = res.text === '' ? {} : JSON.parse(res.text);
     } catch {
       throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Gateway answered ${res.status} with a body that is not JSON`);
     }
-    if (res.ok || isResult?.(parsed)) return parsed as T;
+    if ((res.status >= 200 && res.status < 300) || isResult?.(parsed)) return parsed as T;
     const error = (parsed as { error?: ErrorBody }).error;
     throw new FieldmeshApiError(
       res.status,
       error && typeof error.code === 'string' ? error : { code: 'FM_ERR_INTERNAL', message: `HTTP ${res.status}` },
       parsed,
     );
+  }
+
+  /** One request and its whole answer, within the client's time limit. */
+  #exchange(url: URL, options: RequestOptions, payload: string | undefined, mayRetry: boolean): Promise<{ status: number; text: string }> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (fn: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        fn();
+      };
+      const req = this.#send(url, options, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => settle(() => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') })));
+        res.on('error', (err) => settle(() => reject(err)));
+        res.on('aborted', () => settle(() => reject(new Error('the connection closed before the whole answer arrived'))));
+      });
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        // A kept-alive connection the server closed while idle fails before the request reached it: send once more.
+        if (mayRetry && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) {
+          settle(() => resolve(this.#exchange(url, options, payload, false)));
+        } else settle(() => reject(err));
+      });
+      const timer = setTimeout(() => req.destroy(new Error(`no answer within ${this.#timeoutMs} ms`)), this.#timeoutMs);
+      req.end(payload);
+    });
   }
 }

@@ -1,7 +1,9 @@
 /** The gateway process: store, TLS identity, registry, scheduler, dispatcher, workflows, node listener and HTTP API. */
 import { mkdirSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { formatHostPort } from '../core/address.js';
 import type { Logger } from '../core/logger.js';
@@ -9,6 +11,7 @@ import { openSqliteStore } from '../store/sqlite/index.js';
 import type { Store } from '../store/types.js';
 import { Router } from './api/http.js';
 import { registerRoutes } from './api/routes.js';
+import { registerTokenRoutes } from './api/token-routes.js';
 import { Dispatcher } from './dispatcher.js';
 import { GatewayMetrics } from './metrics.js';
 import { NodeListener } from './node-listener.js';
@@ -17,6 +20,7 @@ import { PairingService } from './pairing.js';
 import { Registry } from './registry.js';
 import { Scheduler } from './scheduler.js';
 import { type GatewayIdentity, loadOrCreateGatewayIdentity } from './tls.js';
+import { ApiTokens } from './tokens.js';
 import { WorkflowEngine } from './workflows.js';
 
 export class Gateway {
@@ -27,14 +31,15 @@ export class Gateway {
   readonly workflows: WorkflowEngine;
   readonly metrics: GatewayMetrics;
   readonly pairing: PairingService;
-  /** `http://host:port` of the API once started. */
+  readonly tokens: ApiTokens;
+  /** `http://host:port` (or `https://` with apiTls) of the API once started. */
   apiUrl = '';
   /** `host:port` of the node listener once started. */
   listenAddress = '';
   caFingerprint = '';
   readonly #logger: Logger;
   readonly #listener: NodeListener;
-  readonly #http: Server;
+  readonly #http: Server | HttpsServer;
   #stopped = false;
   #pruneTimer: NodeJS.Timeout | undefined;
 
@@ -83,7 +88,8 @@ export class Gateway {
     });
     this.pairing = new PairingService(store, identity, { nodeCertTtlMs: options.nodeCertTtlMs, logger: options.logger });
     this.#listener = listener(this);
-    const router = new Router(options.maxBodyBytes, options.logger);
+    this.tokens = new ApiTokens(store, options.logger);
+    const router = new Router(options.maxBodyBytes, options.logger, this.tokens);
     registerRoutes(router, {
       store,
       registry: this.registry,
@@ -93,13 +99,17 @@ export class Gateway {
       pairing: this.pairing,
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
-    this.#http = createServer((req, res) => {
+    registerTokenRoutes(router, this.tokens);
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       router.handle(req, res).catch((err: unknown) => {
         this.#logger.error('unhandled API error', { error: String(err) });
         if (!res.headersSent) res.writeHead(500, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ ok: false, error: { code: 'FM_ERR_INTERNAL', message: 'Internal error' } }));
       });
-    });
+    };
+    this.#http = options.apiTls
+      ? createHttpsServer({ cert: identity.certChainPem, key: identity.keyPem }, onRequest)
+      : createServer(onRequest);
     this.#http.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n');
     });
@@ -109,7 +119,8 @@ export class Gateway {
     const options = compileGatewayOptions(input);
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     const store = await openSqliteStore(join(options.dataDir, 'fieldmesh.db'));
-    const identity = await loadOrCreateGatewayIdentity(options.dataDir, [options.listen.host]);
+    const apiNames = options.apiTls ? certificateNames(options.api.host) : [];
+    const identity = await loadOrCreateGatewayIdentity(options.dataDir, [options.listen.host, ...apiNames]);
     const gateway = new Gateway(
       options,
       store,
@@ -124,7 +135,9 @@ export class Gateway {
           logger: options.logger,
         }),
     );
+    let adminTokenFile: string;
     try {
+      adminTokenFile = await gateway.tokens.ensureAdminToken(options.dataDir);
       await gateway.registry.load();
       await gateway.pairing.load();
       const listen = await gateway.#listener.listen();
@@ -134,7 +147,7 @@ export class Gateway {
         gateway.#http.listen(options.api.port, options.api.host, () => resolve());
       });
       const api = gateway.#http.address() as AddressInfo;
-      gateway.apiUrl = `http://${formatHostPort({ host: api.address, port: api.port })}`;
+      gateway.apiUrl = `${options.apiTls ? 'https' : 'http'}://${formatHostPort({ host: api.address, port: api.port })}`;
       gateway.registry.startSweeps();
       const resumed = await gateway.dispatcher.resumeUnfinished();
       if (resumed > 0) options.logger.info('resuming unfinished tasks', { count: resumed });
@@ -150,6 +163,7 @@ export class Gateway {
       api: gateway.apiUrl,
       listen: gateway.listenAddress,
       data_dir: options.dataDir,
+      admin_token_file: adminTokenFile,
       ca_fingerprint: identity.caFingerprint,
     });
     return gateway;
@@ -182,4 +196,12 @@ export class Gateway {
       this.#logger.error('could not prune workflow runs', { error: String(err) });
     }
   }
+}
+
+/** Names the API certificate must carry for a bind host; a wildcard bind is reached at any local address. */
+function certificateNames(host: string): string[] {
+  if (host !== '0.0.0.0' && host !== '::') return [host];
+  const names: string[] = [];
+  for (const addrs of Object.values(networkInterfaces())) for (const a of addrs ?? []) names.push(a.address.replace(/%.*$/, ''));
+  return names;
 }

@@ -8,6 +8,10 @@ export interface GatewayOptions {
   dataDir: string;
   /** HTTP API address. @default "127.0.0.1:8787" */
   api?: string;
+  /** Serve the API over HTTPS with a certificate from the gateway CA. Required for a non-loopback `api` unless `insecureApi`. @default false */
+  apiTls?: boolean;
+  /** Allow plain HTTP on an `api` address other than 127.0.0.1, ::1 or localhost. @default false */
+  insecureApi?: boolean;
   /** Node listener address (TLS). @default "0.0.0.0:8788" */
   listen?: string;
   /** Interval nodes are told to heartbeat at. @default 1000 */
@@ -44,6 +48,7 @@ export interface GatewayOptions {
 export interface CompiledGatewayOptions {
   dataDir: string;
   api: HostPort;
+  apiTls: boolean;
   listen: HostPort;
   heartbeatIntervalMs: number;
   degradedAfterMissed: number;
@@ -83,6 +88,9 @@ function names(name: string, values: string[]): string[] {
   return [...new Set(values)];
 }
 
+/** The only API addresses served over plain HTTP without `insecureApi`. */
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', '::1', 'localhost']);
+
 export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayOptions {
   if (typeof options.dataDir !== 'string' || options.dataDir.trim() === '') {
     throw new FieldmeshError('FM_ERR_INVALID_OPTION', 'gateway.dataDir: a data directory is required', {
@@ -99,9 +107,20 @@ export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayO
       { details: { option: 'gateway.offlineAfterMs', value: offlineAfterMs } },
     );
   }
+  const api = parseHostPort('gateway.api', options.api ?? '127.0.0.1:8787');
+  const apiTls = options.apiTls === true;
+  if (!apiTls && options.insecureApi !== true && !LOOPBACK_HOSTS.has(api.host.toLowerCase())) {
+    throw new FieldmeshError(
+      'FM_ERR_INVALID_OPTION',
+      `gateway.api: "${options.api}" is not a loopback address (127.0.0.1, ::1, localhost), so the API needs TLS: ` +
+        'pass --api-tls (HTTPS with a certificate from the gateway CA), or --insecure-api to serve plain HTTP anyway',
+      { details: { option: 'gateway.api', value: options.api } },
+    );
+  }
   return {
     dataDir: options.dataDir,
-    api: parseHostPort('gateway.api', options.api ?? '127.0.0.1:8787'),
+    api,
+    apiTls,
     listen: parseHostPort('gateway.listen', options.listen ?? '0.0.0.0:8788', '0.0.0.0'),
     heartbeatIntervalMs,
     degradedAfterMissed,

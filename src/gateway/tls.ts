@@ -7,6 +7,7 @@
  */
 import { type KeyObject, X509Certificate as NodeX509, webcrypto } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { FieldmeshError } from '../core/errors.js';
@@ -112,7 +113,13 @@ export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: s
     writeFileSync(caCertFile, ca.certPem);
   }
   const caCertPem = readFileSync(caCertFile, 'utf8');
-  if (!existsSync(certFile) || !existsSync(keyFile)) {
+  const wanted = extraNames.filter((n) => n && n !== '0.0.0.0' && n !== '::');
+  // A certificate from an earlier start may lack an address the gateway binds now (e.g. a new --api host).
+  const covers = (pem: string) => {
+    const cert = new NodeX509(pem);
+    return wanted.every((n) => (isIP(n) ? cert.checkIP(n) : cert.checkHost(n)) !== undefined);
+  };
+  if (!existsSync(certFile) || !existsSync(keyFile) || !covers(readFileSync(certFile, 'utf8'))) {
     const names = [
       ...new Set(['localhost', '127.0.0.1', '::1', hostname(), ...extraNames].filter((n) => n && n !== '0.0.0.0' && n !== '::')),
     ];

@@ -311,3 +311,41 @@ export const RevocationView = Type.Object({
   revoked_serials: Type.Array(Type.String()),
 });
 export type RevocationView = Static<typeof RevocationView>;
+
+export const TokenScopeSchema = Type.Union([Type.Literal('read'), Type.Literal('submit'), Type.Literal('admin')], {
+  description: 'read < submit < admin; each includes the ones before it',
+});
+
+export const TokenCreateBody = Type.Object(
+  {
+    scope: TokenScopeSchema,
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]+$', description: 'A label' })),
+  },
+  { additionalProperties: false },
+);
+export type TokenCreateBody = Static<typeof TokenCreateBody>;
+
+const tokenFields = {
+  token_id: Type.String(),
+  name: Type.Union([Type.String(), Type.Null()]),
+  scope: TokenScopeSchema,
+  created_at: Type.String(),
+};
+
+/** A new token: the only answer that ever carries its secret. */
+export const TokenCreated = Type.Object({
+  ok: Type.Literal(true),
+  ...tokenFields,
+  token: Type.String({ description: 'The bearer token; shown once' }),
+});
+export type TokenCreated = Static<typeof TokenCreated>;
+
+export const TokenView = Type.Object({
+  ...tokenFields,
+  last_used_at: Type.Union([Type.String(), Type.Null()], { description: 'Updated at most once a minute' }),
+  revoked_at: Type.Union([Type.String(), Type.Null()]),
+});
+export type TokenView = Static<typeof TokenView>;
+
+export const TokenList = Type.Object({ ok: Type.Literal(true), tokens: Type.Array(TokenView) });
+export const TokenRevoked = Type.Object({ ok: Type.Literal(true), ...TokenView.properties });

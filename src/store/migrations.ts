@@ -233,10 +233,33 @@ const security: Migration = {
   },
 };
 
+/** API tokens: only a SHA-256 of each secret is kept. */
+const apiTokens: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('api_tokens')
+        .ifNotExists()
+        .addColumn('token_id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text')
+        .addColumn('scope', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('last_used_at', 'text')
+        .addColumn('revoked_at', 'text')
+        .execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('api_tokens').ifExists().execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
   '0003_workflows': workflows,
   '0004_security': security,
   '0005_invocations': invocations,
+  '0006_api_tokens': apiTokens,
 };

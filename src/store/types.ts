@@ -223,6 +223,26 @@ export interface CertificateRecord {
   revoked_at: string | null;
 }
 
+/** What an API token may do; each scope includes the ones before it (read < submit < admin). */
+export const TokenScope = {
+  Read: 'read',
+  Submit: 'submit',
+  Admin: 'admin',
+} as const;
+export type TokenScope = (typeof TokenScope)[keyof typeof TokenScope];
+
+/** An API token as stored: only the SHA-256 of its secret, never the secret itself. */
+export interface ApiTokenRecord {
+  token_id: string;
+  name: string | null;
+  scope: TokenScope;
+  /** Hex SHA-256 of the whole bearer token. */
+  hash: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
 export interface TaskPatch {
   status?: TaskStatus;
   expires_at?: string | null;
@@ -290,4 +310,12 @@ export interface Store {
   /** Revokes every certificate of a node not yet revoked; returns their serials. */
   revokeCertificates(nodeId: string, reason: string, revokedAt: string): Promise<string[]>;
   listRevokedSerials(): Promise<string[]>;
+  insertApiToken(token: ApiTokenRecord): Promise<void>;
+  getApiToken(tokenId: string): Promise<ApiTokenRecord | undefined>;
+  /** Every token, revoked ones too, oldest first. */
+  listApiTokens(): Promise<ApiTokenRecord[]>;
+  /** Marks a token revoked (keeping an earlier revocation time) and returns it; throws FM_ERR_TOKEN_NOT_FOUND for an unknown id. */
+  revokeApiToken(tokenId: string, revokedAt: string): Promise<ApiTokenRecord>;
+  /** Records when a token was last used; an unknown id is ignored. */
+  touchApiToken(tokenId: string, usedAt: string): Promise<void>;
 }

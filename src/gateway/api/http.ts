@@ -10,8 +10,21 @@ import { FieldmeshError, statusOf, toErrorBody } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { describeSchemaError } from '../../protocol/codec.js';
 
+/** Who made a request: the API token it carried (null on public routes). */
+export interface Caller {
+  token_id: string;
+  scope: Exclude<Scope, 'public'>;
+  name: string | null;
+}
+
+/** Turns an `Authorization` header into its caller, or throws FM_ERR_UNAUTHORIZED. */
+export interface Authenticator {
+  authenticate(authorization: string | undefined): Caller | Promise<Caller>;
+}
+
 export interface RouteContext {
   req: IncomingMessage;
+  caller: Caller | null;
   params: Record<string, string>;
   query: URLSearchParams;
   /** Reads, parses and checks the JSON body. */
@@ -33,6 +46,13 @@ export type Handler = (ctx: RouteContext) => Promise<Reply | unknown> | Reply | 
  */
 export type Scope = 'public' | 'read' | 'submit' | 'admin';
 
+const scopeRank: Record<Scope, number> = { public: 0, read: 1, submit: 2, admin: 3 };
+
+/** Whether a token of scope `held` may call a route that needs `needed`. */
+export function scopeAllows(held: Scope, needed: Scope): boolean {
+  return scopeRank[held] >= scopeRank[needed];
+}
+
 export interface RouteSpec {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   scope: Scope;
@@ -40,6 +60,8 @@ export interface RouteSpec {
   summary: string;
   body?: TSchema;
   response?: TSchema;
+  /** Status of a successful answer, for the OpenAPI document. @default 200 */
+  successStatus?: number;
   query?: Record<string, { type: string; description: string }>;
   handler: Handler;
 }
@@ -73,10 +95,12 @@ export class Router {
   readonly routes: CompiledRoute[] = [];
   readonly #maxBodyBytes: number;
   readonly #logger: Logger;
+  readonly #auth: Authenticator;
 
-  constructor(maxBodyBytes: number, logger: Logger) {
+  constructor(maxBodyBytes: number, logger: Logger, auth: Authenticator) {
     this.#maxBodyBytes = maxBodyBytes;
     this.#logger = logger;
+    this.#auth = auth;
   }
 
   add(spec: RouteSpec): void {
@@ -103,6 +127,7 @@ export class Router {
         res.setHeader('allow', matches.map((r) => r.method).join(', '));
         throw new FieldmeshError('FM_ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${url.pathname}`);
       }
+      const caller = route.scope === 'public' ? null : await this.#authorize(req, res, route);
       const m = route.pattern.exec(url.pathname)!;
       const params: Record<string, string> = {};
       route.names.forEach((n, i) => {
@@ -113,7 +138,7 @@ export class Router {
           throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Path segment "${raw}" is not valid percent-encoding`);
         }
       });
-      const ctx: RouteContext = { req, params, query: url.searchParams, body: (check) => this.#readBody(req, check) };
+      const ctx: RouteContext = { req, caller, params, query: url.searchParams, body: (check) => this.#readBody(req, check) };
       const out = await route.handler(ctx);
       if (isReply(out)) {
         status = out.status;
@@ -127,6 +152,8 @@ export class Router {
       status = statusOf(e.code);
       // The rest of an oversized body is never read, so the connection cannot carry another request.
       if (e.code === 'FM_ERR_PAYLOAD_TOO_LARGE') res.setHeader('connection', 'close');
+      // Nor is the body of a refused caller: closing spares reading what it still sends.
+      if ((e.code === 'FM_ERR_UNAUTHORIZED' || e.code === 'FM_ERR_FORBIDDEN') && !req.complete) res.setHeader('connection', 'close');
       if (e.code === 'FM_ERR_INTERNAL')
         this.#logger.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
       body = { ok: false, error: e };
@@ -134,6 +161,28 @@ export class Router {
     const text = contentType ? String(body) : JSON.stringify(body);
     res.writeHead(status, { 'content-type': contentType ?? 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
     res.end(text);
+  }
+
+  /** Checks the bearer token before the handler runs (and before the body is read). */
+  async #authorize(req: IncomingMessage, res: ServerResponse, route: CompiledRoute): Promise<Caller> {
+    const header = req.headers.authorization;
+    let caller: Caller;
+    try {
+      const c = this.#auth.authenticate(header);
+      caller = c instanceof Promise ? await c : c;
+    } catch (err) {
+      res.setHeader('www-authenticate', header ? 'Bearer realm="fieldmesh", error="invalid_token"' : 'Bearer realm="fieldmesh"');
+      throw err;
+    }
+    if (!scopeAllows(caller.scope, route.scope)) {
+      res.setHeader('www-authenticate', `Bearer realm="fieldmesh", error="insufficient_scope", scope="${route.scope}"`);
+      throw new FieldmeshError(
+        'FM_ERR_FORBIDDEN',
+        `${route.method} ${route.path} needs a token with scope "${route.scope}"; token ${caller.token_id} has "${caller.scope}"`,
+        { details: { needed_scope: route.scope, token_scope: caller.scope } },
+      );
+    }
+    return caller;
   }
 
   async #readBody<T>(req: IncomingMessage, check: TypeCheck<TSchema>): Promise<T> {

@@ -25,7 +25,7 @@ export function buildOpenApi(routes: readonly RouteSpec[]): Record<string, unkno
         default: { description: 'Error', content: { 'application/json': { schema: plain(ErrorResponse) } } },
         ...(r.response
           ? {
-              [r.method === 'POST' && r.path === '/v1/tasks' ? '202' : '200']: {
+              [r.successStatus ?? (r.method === 'POST' && r.path === '/v1/tasks' ? 202 : 200)]: {
                 description: 'Success',
                 content: { 'application/json': { schema: plain(r.response) } },
               },
@@ -33,6 +33,15 @@ export function buildOpenApi(routes: readonly RouteSpec[]): Record<string, unkno
           : { '200': { description: 'Success' } }),
       },
     };
+    if (r.scope === 'public') op.security = [];
+    else {
+      // OpenAPI lists scopes only for OAuth2; the token scope a route needs is an extension field.
+      op['x-fieldmesh-scope'] = r.scope;
+      op.security = [{ bearer: [] }];
+      const responses = op.responses as Record<string, unknown>;
+      responses['401'] = { description: 'FM_ERR_UNAUTHORIZED: no, unknown or revoked API token' };
+      responses['403'] = { description: `FM_ERR_FORBIDDEN: the token's scope is narrower than "${r.scope}"` };
+    }
     if (params.length > 0) op.parameters = params;
     if (r.body) op.requestBody = { required: true, content: { 'application/json': { schema: plain(r.body) } } };
     paths[r.path] ??= {};
@@ -42,5 +51,16 @@ export function buildOpenApi(routes: readonly RouteSpec[]): Record<string, unkno
     openapi: '3.1.0',
     info: { title: 'fieldmesh gateway API', version: VERSION, description: 'Run tool calls and workflows on a fleet of edge nodes.' },
     paths,
+    components: {
+      securitySchemes: {
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'An API token (`fieldmesh tokens create`); scopes read < submit < admin. The admin token is in <data-dir>/admin-token.',
+        },
+      },
+    },
+    security: [{ bearer: [] }],
   };
 }

@@ -7,6 +7,7 @@ import { FieldmeshError } from '../../core/errors.js';
 import type { JsonValue } from '../../protocol/json.js';
 import { sqliteMigrations } from '../migrations.js';
 import type {
+  ApiTokenRecord,
   AttemptRecord,
   CertificateRecord,
   InvocationRecord,
@@ -26,9 +27,10 @@ import type {
   TaskRecord,
   TaskResult,
   TaskStatus,
+  TokenScope,
   WorkflowRecord,
 } from '../types.js';
-import type { Database, NodesTable, RunsTable, TasksTable } from './schema.js';
+import type { ApiTokensTable, Database, NodesTable, RunsTable, TasksTable } from './schema.js';
 
 export type { Database } from './schema.js';
 
@@ -157,6 +159,10 @@ function rowToRun(row: Selectable<RunsTable>): RunRecord {
     updated_at: row.updated_at,
     trace_id: row.trace_id,
   };
+}
+
+function rowToApiToken(row: Selectable<ApiTokensTable>): ApiTokenRecord {
+  return { ...row, scope: row.scope as TokenScope };
 }
 
 const TASK_COLUMNS = [
@@ -597,6 +603,36 @@ export class SqliteStore implements Store {
 
   async listRevokedSerials(): Promise<string[]> {
     return (await this.#db.selectFrom('revocations').select('serial').execute()).map((r) => r.serial);
+  }
+
+  async insertApiToken(token: ApiTokenRecord): Promise<void> {
+    await this.#db.insertInto('api_tokens').values(token).execute();
+  }
+
+  async getApiToken(tokenId: string): Promise<ApiTokenRecord | undefined> {
+    const row = await this.#db.selectFrom('api_tokens').selectAll().where('token_id', '=', tokenId).executeTakeFirst();
+    return row === undefined ? undefined : rowToApiToken(row);
+  }
+
+  async listApiTokens(): Promise<ApiTokenRecord[]> {
+    const rows = await this.#db.selectFrom('api_tokens').selectAll().orderBy('created_at').orderBy('token_id').execute();
+    return rows.map(rowToApiToken);
+  }
+
+  async revokeApiToken(tokenId: string, revokedAt: string): Promise<ApiTokenRecord> {
+    await this.#db
+      .updateTable('api_tokens')
+      .set({ revoked_at: revokedAt })
+      .where('token_id', '=', tokenId)
+      .where('revoked_at', 'is', null)
+      .execute();
+    const token = await this.getApiToken(tokenId);
+    if (!token) throw new FieldmeshError('FM_ERR_TOKEN_NOT_FOUND', `API token ${tokenId} not found`, { details: { token_id: tokenId } });
+    return token;
+  }
+
+  async touchApiToken(tokenId: string, usedAt: string): Promise<void> {
+    await this.#db.updateTable('api_tokens').set({ last_used_at: usedAt }).where('token_id', '=', tokenId).execute();
   }
 
   async pruneRuns(finishedBefore: string): Promise<number> {

@@ -129,6 +129,17 @@ export interface RevocationsTable {
   reason: string;
 }
 
+export interface ApiTokensTable {
+  token_id: string;
+  name: string | null;
+  scope: string;
+  /** Hex SHA-256 of the bearer token. */
+  hash: string;
+  created_at: string;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -140,4 +151,5 @@ export interface Database {
   pairing_requests: PairingRequestsTable;
   node_certificates: NodeCertificatesTable;
   revocations: RevocationsTable;
+  api_tokens: ApiTokensTable;
 }

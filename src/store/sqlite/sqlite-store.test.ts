@@ -6,7 +6,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isFieldmeshError } from '../../core/errors.js';
 import { sqliteMigrations } from '../migrations.js';
-import type { NodeRecord, RunRecord, TaskRecord } from '../types.js';
+import type { ApiTokenRecord, NodeRecord, RunRecord, TaskRecord } from '../types.js';
 import { openSqliteStore, type SqliteStore } from './index.js';
 
 function node(overrides: Partial<NodeRecord> = {}): NodeRecord {
@@ -64,6 +64,19 @@ function run(overrides: Partial<RunRecord> = {}): RunRecord {
     created_at: '2025-01-01T00:00:00.000Z',
     updated_at: '2025-01-01T00:00:00.000Z',
     trace_id: 'trace-1',
+    ...overrides,
+  };
+}
+
+function apiToken(overrides: Partial<ApiTokenRecord> = {}): ApiTokenRecord {
+  return {
+    token_id: 'tok_1',
+    name: 'ci',
+    scope: 'submit',
+    hash: 'b'.repeat(64),
+    created_at: '2025-01-01T00:00:00.000Z',
+    last_used_at: null,
+    revoked_at: null,
     ...overrides,
   };
 }
@@ -387,5 +400,40 @@ describe('SqliteStore', () => {
     await updated;
     store = await openSqliteStore(file);
     expect((await store.getTask('task-late'))?.status).toBe('succeeded');
+  });
+
+  it('store - API tokens round-trip, list oldest first, and keep only the hash', async () => {
+    const admin = apiToken({ token_id: 'tok_admin', name: 'admin (data dir)', scope: 'admin', hash: 'a'.repeat(64) });
+    const reader: ApiTokenRecord = { ...admin, token_id: 'tok_reader', name: null, scope: 'read', created_at: '2025-01-02T00:00:00.000Z' };
+    await store.insertApiToken(reader);
+    await store.insertApiToken(admin);
+    expect(await store.getApiToken('tok_admin')).toEqual(admin);
+    expect(await store.getApiToken('tok_missing')).toBeUndefined();
+    expect((await store.listApiTokens()).map((t) => t.token_id)).toEqual(['tok_admin', 'tok_reader']);
+    await expect(store.insertApiToken(admin)).rejects.toThrow();
+    const probe = new BetterSqlite3(file, { readonly: true });
+    try {
+      expect(probe.prepare('SELECT * FROM api_tokens WHERE token_id = ?').get('tok_admin')).toEqual(admin);
+    } finally {
+      probe.close();
+    }
+  });
+
+  it('store - revoking a token keeps the first revocation time; unknown ids throw FM_ERR_TOKEN_NOT_FOUND', async () => {
+    const t = apiToken();
+    await store.insertApiToken(t);
+    await store.touchApiToken('tok_1', '2025-01-03T00:00:00.000Z');
+    await store.touchApiToken('tok_missing', '2025-01-03T00:00:00.000Z');
+    expect((await store.getApiToken('tok_1'))?.last_used_at).toBe('2025-01-03T00:00:00.000Z');
+    expect(await store.revokeApiToken('tok_1', '2025-01-04T00:00:00.000Z')).toMatchObject({ revoked_at: '2025-01-04T00:00:00.000Z' });
+    expect(await store.revokeApiToken('tok_1', '2025-01-05T00:00:00.000Z')).toMatchObject({ revoked_at: '2025-01-04T00:00:00.000Z' });
+    await store.close();
+    store = await openSqliteStore(file);
+    expect(await store.getApiToken('tok_1')).toEqual({
+      ...t,
+      last_used_at: '2025-01-03T00:00:00.000Z',
+      revoked_at: '2025-01-04T00:00:00.000Z',
+    });
+    await expectCode(store.revokeApiToken('tok_missing', '2025-01-05T00:00:00.000Z'), 'FM_ERR_TOKEN_NOT_FOUND');
   });
 });
