@@ -135,7 +135,7 @@ describe('mutual TLS', () => {
       target: { kind: 'failover_chain', nodes: ['mtls:node-victim', 'mtls:node-spare'] },
     });
     await waitFor('task running on the victim', async () => (await c.gateway.client.getTask(taskId)).attempts[0]?.node_id === victim.id);
-    const revoked = await runCli(['nodes', 'revoke', victim.id, '--api', c.gateway.api]);
+    const revoked = await runCli(['nodes', 'revoke', victim.id, '--api', c.gateway.api, '--data-dir', c.gateway.dataDir]);
     expect(revoked.code).toBe(0);
     expect(revoked.stdout).toContain('revoked mtls:node-victim');
     expect(await victim.proc.exited).toBe(1);

@@ -65,7 +65,7 @@ describe('pairing', () => {
   });
 
   it('pairing - `fieldmesh pair` prints a code that pairs the node it names, and only that node', async () => {
-    const out = await runCli(['pair', '--api', c.gateway.api, '--node-id', 'pair:cli', '--ttl', '5m']);
+    const out = await runCli(['pair', '--api', c.gateway.api, '--data-dir', c.gateway.dataDir, '--node-id', 'pair:cli', '--ttl', '5m']);
     expect(out.code).toBe(0);
     const code = out.stdout.split('\n')[0]!;
     expect(out.stdout).toContain('pair:cli');
@@ -85,7 +85,7 @@ describe('pairing', () => {
     const reused = await runCli([...nodeArgs('pair:second'), '--pair', code]);
     expect(reused.code).toBe(1);
     expect(reused.stderr).toContain('FM_ERR_PAIRING_CODE_USED');
-    const short = await runCli(['pair', '--api', c.gateway.api, '--ttl', '1s', '--json']);
+    const short = await runCli(['pair', '--api', c.gateway.api, '--data-dir', c.gateway.dataDir, '--ttl', '1s', '--json']);
     const shortCode = (JSON.parse(short.stdout) as { code: string }).code;
     await new Promise((r) => setTimeout(r, 1500));
     expect(await refusalOf(pairWithCode(c.gateway.listen, 'pair:late', shortCode))).toBe('FM_ERR_PAIRING_CODE_EXPIRED');
@@ -112,9 +112,9 @@ describe('pairing', () => {
     // What the operator sees is what the node logged.
     expect(entry?.fingerprint).toBe(waiting.ready.fingerprint);
     expect((await http(c.gateway.api, 'GET', '/v1/nodes/pair:asks')).status).toBe(404);
-    const list = await runCli(['nodes', 'list', '--status', 'pending', '--api', c.gateway.api]);
+    const list = await runCli(['nodes', 'list', '--status', 'pending', '--api', c.gateway.api, '--data-dir', c.gateway.dataDir]);
     expect(list.stdout).toContain(String(waiting.ready.fingerprint));
-    const approved = await runCli(['nodes', 'approve', 'pair:asks', '--api', c.gateway.api]);
+    const approved = await runCli(['nodes', 'approve', 'pair:asks', '--api', c.gateway.api, '--data-dir', c.gateway.dataDir]);
     expect(approved.code).toBe(0);
     await waitFor('pair:asks ONLINE', async () => (await c.gateway.client.getNode('pair:asks')).status === 'ONLINE');
     expect(await c.gateway.client.listPendingNodes()).toEqual([]);
@@ -129,7 +129,7 @@ describe('pairing', () => {
   it('pairing - a denied node is told and stops; deciding on a node that is not pending is 404', async () => {
     const waiting = await startProcess([...nodeArgs('pair:denied'), '--request-pairing'], PENDING, { cliPath });
     c.procs.push(waiting.managed);
-    const denied = await runCli(['nodes', 'deny', 'pair:denied', '--api', c.gateway.api]);
+    const denied = await runCli(['nodes', 'deny', 'pair:denied', '--api', c.gateway.api, '--data-dir', c.gateway.dataDir]);
     expect(denied.code).toBe(0);
     expect(await waiting.managed.exited).toBe(1);
     expect(waiting.managed.output()).toContain('FM_ERR_PAIRING_DENIED');
