@@ -18,6 +18,7 @@ import type {
   NodeCapabilities,
   NodeHealth,
   NodeView,
+  PendingApproval,
   RunView,
   TaskView,
   ToolCallBody,
@@ -156,6 +157,21 @@ export class FieldmeshClient {
       { input: input ?? {} },
       (b) => typeof b === 'object' && b !== null && 'run_id' in b,
     );
+  }
+
+  /** Tasks of supervised tools waiting for an approval, oldest first. */
+  async listApprovals(): Promise<PendingApproval[]> {
+    return (await this.#request<{ approvals: PendingApproval[] }>('GET', '/v1/approvals')).approvals;
+  }
+
+  /** Approves a task awaiting approval (admin scope); it then runs as usual. */
+  approve(taskId: string, reason?: string): Promise<TaskView> {
+    return this.#request('POST', `/v1/approvals/${encodeURIComponent(taskId)}/approve`, reason === undefined ? {} : { reason });
+  }
+
+  /** Rejects a task awaiting approval (admin scope); it fails with FM_ERR_APPROVAL_REJECTED. */
+  reject(taskId: string, reason?: string): Promise<TaskView> {
+    return this.#request('POST', `/v1/approvals/${encodeURIComponent(taskId)}/reject`, reason === undefined ? {} : { reason });
   }
 
   openapi(): Promise<Record<string, unknown>> {

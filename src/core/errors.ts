@@ -42,6 +42,11 @@ export const ErrorCodes = {
   FM_ERR_POLICY_VIOLATION: { status: 400, retryable: false, message: 'Workflow violates one of its policies' },
   FM_ERR_WORKFLOW_NOT_FOUND: { status: 404, retryable: false, message: 'Workflow not found' },
   FM_ERR_STEP_FAILED: { status: 502, retryable: false, message: 'Workflow step failed' },
+  FM_ERR_TOOL_DENIED: { status: 403, retryable: false, message: 'The gateway tool policy denies this tool' },
+  FM_ERR_APPROVAL_REJECTED: { status: 403, retryable: false, message: 'The task was rejected by an approver' },
+  FM_ERR_APPROVAL_TIMEOUT: { status: 504, retryable: false, message: 'No approval decision came in time' },
+  FM_ERR_NOT_AWAITING_APPROVAL: { status: 409, retryable: false, message: 'Task is not awaiting approval' },
+  FM_ERR_NODE_POLICY_DENIED: { status: 403, retryable: false, message: "The node's own policy refuses this task" },
   FM_ERR_UNAVAILABLE: { status: 503, retryable: true, message: 'Gateway is unavailable' },
   FM_ERR_INTERNAL: { status: 500, retryable: false, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; retryable: boolean; message: string }>;

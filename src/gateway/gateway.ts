@@ -52,6 +52,7 @@ export class Gateway {
       maxAttempts: options.maxAttempts,
       resultGraceMs: options.resultGraceMs,
       placementTimeoutMs: options.placementTimeoutMs,
+      toolPolicy: options.toolPolicy,
       logger: options.logger,
       onAttempt: (task, a) =>
         this.metrics.record({

@@ -39,6 +39,17 @@ function compareWith(prefer: readonly string[] | undefined) {
   };
 }
 
+/**
+ * Whether a node's own advertised policy lets it run the tool with arguments
+ * of this size; automatic placement never picks a node that would refuse.
+ */
+export function policyAllows(entry: NodeEntry, toolName: string, payloadBytes?: number): boolean {
+  const policy = entry.policy;
+  if (!policy) return true;
+  if (policy.allowed_tools !== null && !policy.allowed_tools.includes(toolName)) return false;
+  return payloadBytes === undefined || policy.max_payload_bytes === null || payloadBytes <= policy.max_payload_bytes;
+}
+
 export function requiredCapabilities(toolName: string, target: Target): string[] {
   const caps = new Set<string>([`tool:${toolName}`]);
   for (const c of target.required_capabilities ?? []) caps.add(c);
@@ -57,16 +68,20 @@ export class Scheduler {
    * `exclude` (nodes already tried). Throws the error a user should see when
    * no node can ever take the task right now.
    */
-  candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = new Set()): NodeEntry[] {
+  candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = new Set(), payloadBytes?: number): NodeEntry[] {
+    // An explicit target is the caller's own choice: the node itself answers for its policy.
     if (target.kind === 'explicit') return this.#explicit(toolName, target.node_id, requiredCapabilities(toolName, target), exclude);
-    if (target.kind === 'failover_chain') return this.#chain(toolName, target.nodes, requiredCapabilities(toolName, target), exclude);
+    const allows = (e: NodeEntry) => policyAllows(e, toolName, payloadBytes);
+    if (target.kind === 'failover_chain')
+      return this.#chain(toolName, target.nodes, requiredCapabilities(toolName, target), exclude, allows);
     const required = requiredCapabilities(toolName, target);
     if (!this.#registry.withCapability(`tool:${toolName}`)) {
       throw new FieldmeshError('FM_ERR_UNKNOWN_TOOL', `No node in the mesh offers tool "${toolName}"`, {
         details: { tool_name: toolName },
       });
     }
-    let found = this.#matching(required, exclude);
+    const matching = this.#matching(required, exclude);
+    let found = matching.filter(allows);
     if (target.kind === 'geographic') {
       const inArea: { entry: NodeEntry; d: number }[] = [];
       for (const entry of found) {
@@ -88,6 +103,13 @@ export class Scheduler {
         .map((x) => x.entry);
     }
     if (found.length === 0 && exclude.size === 0) {
+      if (matching.length > 0) {
+        throw new FieldmeshError(
+          'FM_ERR_NO_CAPABLE_NODE',
+          `Every online node with ${required.join(', ')} refuses this call by its own node policy (${matching.map((e) => e.record.node_id).join(', ')})`,
+          { details: { required_capabilities: required, refused_by_policy: matching.map((e) => e.record.node_id) } },
+        );
+      }
       throw new FieldmeshError('FM_ERR_NO_CAPABLE_NODE', `No online node has all of: ${required.join(', ')}`, {
         details: { required_capabilities: required },
       });
@@ -128,7 +150,13 @@ export class Scheduler {
   }
 
   /** The chain's nodes that can run the tool now, in the chain's order. */
-  #chain(toolName: string, nodes: readonly string[], required: readonly string[], exclude: ReadonlySet<string>): NodeEntry[] {
+  #chain(
+    toolName: string,
+    nodes: readonly string[],
+    required: readonly string[],
+    exclude: ReadonlySet<string>,
+    allows: (entry: NodeEntry) => boolean,
+  ): NodeEntry[] {
     const out: NodeEntry[] = [];
     let known = 0;
     for (const id of nodes) {
@@ -136,6 +164,7 @@ export class Scheduler {
       if (!entry) continue;
       known += 1;
       if (exclude.has(id) || !entry.tools.has(toolName) || !required.every((c) => entry.record.capabilities.includes(c))) continue;
+      if (!allows(entry)) continue;
       if (isDispatchable(entry)) out.push(entry);
     }
     if (out.length === 0 && exclude.size === 0) {
