@@ -220,3 +220,18 @@ describe('config - node file', () => {
     });
   });
 });
+
+describe('config - examples', () => {
+  const examples = join(import.meta.dirname, '../../examples');
+
+  it('config - examples/gateway.toml and examples/node.toml are valid', () => {
+    const gateway = gatewayOptionsFromConfig(loadConfigFile(join(examples, 'gateway.toml'), GatewayConfigFile));
+    expect(gateway.toolPolicy).toMatchObject({
+      default: 'allow',
+      approvalTimeoutMs: 600_000,
+      tools: { shell_exec: 'deny', nodes: 'supervised' },
+    });
+    const node = nodeOptionsFromConfig(loadConfigFile(join(examples, 'node.toml'), NodeConfigFile));
+    expect(node).toMatchObject({ id: 'rpi:device_b', maxConcurrency: 2, maxPayloadBytes: 65_536, allowDeploy: false });
+  });
+});
