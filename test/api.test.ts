@@ -7,7 +7,7 @@ import { Cluster, http, seedNodes, waitFor } from './harness.js';
 const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
 const isIsoTimestamp = (value: unknown) => typeof value === 'string' && ISO_8601.test(value) && !Number.isNaN(Date.parse(value));
 
-const NODE_KEYS = ['capabilities', 'last_seen', 'load', 'location', 'name', 'node_id', 'platform', 'status', 'trusted'];
+const NODE_KEYS = ['capabilities', 'last_seen', 'load', 'location', 'name', 'node_id', 'platform', 'policy', 'status', 'trusted'];
 const RESULT_KEYS = ['degraded', 'duration_ms', 'execution_path', 'node_id', 'ok', 'output', 'result_hash', 'task_id', 'verified'];
 const TASK_KEYS = ['attempts', 'created_at', 'ok', 'status', 'target', 'task_id', 'tool_name', 'updated_at'];
 const RUN_RESULT_KEYS = [
@@ -100,6 +100,9 @@ describe('api', () => {
       '/v1/runs/{run_id}/audit': ['get'],
       '/v1/tokens': ['get', 'post'],
       '/v1/tokens/{token_id}/revoke': ['post'],
+      '/v1/approvals': ['get'],
+      '/v1/approvals/{task_id}/approve': ['post'],
+      '/v1/approvals/{task_id}/reject': ['post'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());

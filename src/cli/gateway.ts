@@ -1,20 +1,24 @@
 /** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
+import { GatewayConfigFile, loadConfigFile } from '../core/config.js';
 import { parseDuration } from '../core/duration.js';
-import { createLogger, type LogLevel } from '../core/logger.js';
+import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
+import { type GatewayFileOptions, gatewayOptionsFromConfig, mergeGatewayOptions } from '../gateway/options.js';
 import { defaultDataDir } from './client.js';
+import { durationOption, effectiveLogLevel, required, toolModeOption, toolPolicyOption } from './config-options.js';
 import { collect, intOption } from './format.js';
 
 export function gatewayCommand(program: Command): void {
   program
     .command('gateway')
     .description('run a gateway: HTTP API, node listener (TLS), registry, scheduler and store')
-    .option('--data-dir <dir>', 'directory for the SQLite store, TLS material and admin token', defaultDataDir())
-    .option('--api <host:port>', 'HTTP API address', '127.0.0.1:8787')
+    .option('--config <file>', 'TOML configuration file ([gateway], [security.tool_policy]); flags override it')
+    .option('--data-dir <dir>', 'directory for the SQLite store, TLS material and admin token (default ~/.fieldmesh/gateway)')
+    .option('--api <host:port>', 'HTTP API address (default 127.0.0.1:8787)')
     .option('--api-tls', 'serve the API over HTTPS with a certificate from the gateway CA')
     .option('--insecure-api', 'allow plain HTTP on an API address other than 127.0.0.1, ::1 or localhost')
-    .option('--listen <host:port>', 'node listener address (TLS)', '0.0.0.0:8788')
+    .option('--listen <host:port>', 'node listener address, TLS (default 0.0.0.0:8788)')
     .option('--heartbeat-interval-ms <ms>', 'heartbeat interval nodes are told to use', intOption)
     .option('--degraded-after-missed <n>', 'missed heartbeats before a node is DEGRADED', intOption)
     .option('--offline-after-ms <ms>', 'silence before a node is OFFLINE', intOption)
@@ -23,7 +27,7 @@ export function gatewayCommand(program: Command): void {
     .option('--default-timeout-ms <ms>', 'time limit of calls that name none', intOption)
     .option('--max-attempts <n>', 'attempts across nodes for local and capability targets', intOption)
     .option('--placement-timeout-ms <ms>', 'how long a task waits for an eligible node to come online', intOption)
-    .option('--env-allow <name>', 'environment variable workflows may read as {{env.NAME}} (repeatable)', collect, [])
+    .option('--env-allow <name>', 'environment variable workflows may read as {{env.NAME}} (repeatable)', collect)
     .option(
       '--egress-tool <name>',
       'tool that sends data off the mesh, for privacy_strict (repeatable; default summarize, upload_result)',
@@ -31,9 +35,13 @@ export function gatewayCommand(program: Command): void {
     )
     .option('--run-retention-ms <ms>', 'prune finished workflow runs older than this', intOption)
     .option('--node-cert-ttl <duration>', 'life of the node certificates pairing issues, e.g. 90d (nodes renew at two thirds)', '90d')
-    .option('--log-level <level>', 'debug | info | warn | error | silent', process.env.FIELDMESH_LOG_LEVEL ?? 'info')
+    .option('--tool-policy <tool=mode>', 'allow | deny | supervised for one tool (repeatable; over the file)', toolPolicyOption)
+    .option('--tool-policy-default <mode>', 'mode of the tools not named: allow (default) | deny | supervised', toolModeOption)
+    .option('--approval-timeout <duration>', 'how long a supervised task waits for a decision, e.g. 30s, 10m (default 10m)', durationOption)
+    .option('--log-level <level>', 'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)')
     .action(async (o) => {
-      const gateway = await Gateway.start({
+      const file: GatewayFileOptions = o.config ? gatewayOptionsFromConfig(loadConfigFile(o.config, GatewayConfigFile)) : {};
+      const { logLevel, ...options } = mergeGatewayOptions(file, {
         dataDir: o.dataDir,
         api: o.api,
         apiTls: o.apiTls === true,
@@ -51,7 +59,12 @@ export function gatewayCommand(program: Command): void {
         egressTools: o.egressTool,
         runRetentionMs: o.runRetentionMs,
         nodeCertTtlMs: parseDuration('--node-cert-ttl', o.nodeCertTtl as string),
-        logger: createLogger(o.logLevel as LogLevel),
+        toolPolicy: { default: o.toolPolicyDefault, approvalTimeoutMs: o.approvalTimeout, tools: o.toolPolicy },
+      });
+      const gateway = await Gateway.start({
+        ...options,
+        dataDir: options.dataDir ?? defaultDataDir(),
+        logger: createLogger(effectiveLogLevel(o.logLevel, logLevel)),
       });
       const stop = () => {
         void gateway.stop().then(() => process.exit(0));

@@ -2,6 +2,7 @@
 /** The `fieldmesh` binary: one program, both roles (gateway and node), and the client commands. */
 import { Command } from 'commander';
 import { VERSION } from '../core/version.js';
+import { approvalsCommand } from './approvals.js';
 import { demoCommand } from './demo.js';
 import { reportError } from './format.js';
 import { gatewayCommand } from './gateway.js';
@@ -20,6 +21,7 @@ pairCommand(program);
 taskCommand(program);
 runCommand(program);
 tokensCommand(program);
+approvalsCommand(program);
 demoCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

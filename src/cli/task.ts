@@ -38,6 +38,7 @@ export function taskCommand(program: Command): void {
     }
     const r = await client.toolCall(body);
     if (o.json) printJson(r);
+    else if (r.status === 'queued' || r.status === 'awaiting_approval') process.stdout.write(`${r.status}  task ${r.task_id}\n`);
     else printResult(r);
     if (!r.ok) process.exitCode = 1;
   });

@@ -23,6 +23,7 @@ import type {
   NodeView,
   PairingCodeView,
   PairingDecision,
+  PendingApproval,
   PendingNodeView,
   RevocationView,
   RunView,
@@ -216,6 +217,21 @@ export class FieldmeshClient {
 
   revokeToken(tokenId: string): Promise<TokenView & { ok: true }> {
     return this.#request('POST', `/v1/tokens/${encodeURIComponent(tokenId)}/revoke`);
+  }
+
+  /** Tasks of supervised tools waiting for an approval, oldest first. */
+  async listApprovals(): Promise<PendingApproval[]> {
+    return (await this.#request<{ approvals: PendingApproval[] }>('GET', '/v1/approvals')).approvals;
+  }
+
+  /** Approves a task awaiting approval (admin scope); it then runs as usual. */
+  approve(taskId: string, reason?: string): Promise<TaskView> {
+    return this.#request('POST', `/v1/approvals/${encodeURIComponent(taskId)}/approve`, reason === undefined ? {} : { reason });
+  }
+
+  /** Rejects a task awaiting approval (admin scope); it fails with FM_ERR_APPROVAL_REJECTED. */
+  reject(taskId: string, reason?: string): Promise<TaskView> {
+    return this.#request('POST', `/v1/approvals/${encodeURIComponent(taskId)}/reject`, reason === undefined ? {} : { reason });
   }
 
   openapi(): Promise<Record<string, unknown>> {

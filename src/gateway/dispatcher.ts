@@ -17,9 +17,11 @@ import type { JsonValue } from '../protocol/json.js';
 import { resultHash, type SignedTaskFields, signTask, verifyResult } from '../protocol/signing.js';
 import { backoffBefore, type OfflineBehavior, type RetryPolicy, type Target } from '../protocol/target.js';
 import { type AttemptRecord, NodeStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
+import { Approvals, approvalError } from './approvals.js';
 import type { NodeEntry, Registry } from './registry.js';
 import { isDispatchable, type Scheduler } from './scheduler.js';
 import { resolveTemplates, type TemplateContext } from './templates.js';
+import type { CompiledToolPolicy } from './tool-policy.js';
 
 export interface TaskRequest {
   tool_name: string;
@@ -44,6 +46,8 @@ export interface DispatcherOptions {
   resultGraceMs: number;
   /** How long a task waits for an eligible node to come (back) online before it fails. */
   placementTimeoutMs: number;
+  /** allow | deny | supervised per tool. */
+  toolPolicy: CompiledToolPolicy;
   logger: Logger;
   /** The gateway's Ed25519 key: every TASK frame is signed with it, and nodes refuse one that is not. */
   taskSigningKey: KeyObject;
@@ -93,6 +97,8 @@ const MIGRATION_CODES = new Set(['FM_ERR_CONNECTION_LOST', 'FM_ERR_NODE_OFFLINE'
 const MAX_MIGRATIONS = 20;
 /** Result signatures remembered to refuse one replayed for another task or attempt. */
 const SEEN_SIGNATURES = 100_000;
+/** setTimeout fires at once beyond a signed 32-bit delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const key = (taskId: string, attempt: number) => `${taskId}#${attempt}`;
 
@@ -101,6 +107,8 @@ function failure(error: ErrorBody): AttemptOutcome {
 }
 
 function isRetryable(error: ErrorBody): boolean {
+  // A node's policy is its final answer, whatever the node says: the task is not moved to another node.
+  if (error.code === 'FM_ERR_NODE_POLICY_DENIED') return false;
   if (typeof error.retryable === 'boolean') return error.retryable;
   return isErrorCode(error.code) ? ErrorCodes[error.code].retryable : false;
 }
@@ -122,12 +130,15 @@ export class Dispatcher {
   readonly #seenSignatures = new Map<string, string>();
   /** Results that arrived for an attempt no longer waited on (late, replayed or unknown). */
   staleResults = 0;
+  /** The tool policy's approvals: tasks of supervised tools wait here before placement. */
+  readonly approvals: Approvals;
 
   constructor(store: Store, registry: Registry, scheduler: Scheduler, opts: DispatcherOptions) {
     this.#store = store;
     this.#registry = registry;
     this.#scheduler = scheduler;
     this.#opts = opts;
+    this.approvals = new Approvals(store, opts.toolPolicy, opts.logger, (taskId) => this.#active.get(taskId)?.wake?.());
     // A node coming (back) online may be what a waiting task needs.
     registry.on('status', (entry) => {
       if (entry.record.status === NodeStatus.Online) for (const a of this.#active.values()) a.wake?.();
@@ -146,6 +157,8 @@ export class Dispatcher {
       const existing = await this.#store.getTaskByIdempotencyKey(req.idempotency_key);
       if (existing) return { task: existing, existing: true };
     }
+    // The tool policy comes first: a denied tool is refused whatever else the request says.
+    const supervised = this.approvals.needsApproval(req.tool_name);
     const target: Target = req.target ?? { kind: 'local' };
     const options: StoredOptions = {};
     if (req.retry) options.retry = req.retry;
@@ -176,7 +189,7 @@ export class Dispatcher {
         );
       }
       args = resolved as JsonValue;
-      this.#place(req.tool_name, target, req.offline_behavior);
+      this.#place(req.tool_name, target, req.offline_behavior, payloadSize(args));
       this.#validateArgs(req.tool_name, target, args);
     }
     const now = new Date().toISOString();
@@ -197,8 +210,12 @@ export class Dispatcher {
       options,
       expires_at: null,
     };
-    // A task for an offline node goes into the store already queued, so what the caller is told is what it reads back.
-    if (this.willQueue(task)) {
+    if (supervised) {
+      // It waits for a person before anything else, holding no node; placement happens once it is approved.
+      task.status = TaskStatus.AwaitingApproval;
+      task.approval = this.approvals.request(now);
+    } else if (this.willQueue(task)) {
+      // A task for an offline node goes into the store already queued, so what the caller is told is what it reads back.
       task.status = TaskStatus.Queued;
       task.expires_at = new Date(Date.parse(now) + (req.offline_behavior?.ttl_seconds ?? 86_400) * 1000).toISOString();
     }
@@ -223,8 +240,12 @@ export class Dispatcher {
     let result: TaskResult;
     let attempts: AttemptRecord[];
     try {
+      const refused = task.status === TaskStatus.AwaitingApproval ? await this.#awaitApproval(task, active) : undefined;
       const items = (task.options as StoredOptions | undefined)?.items;
-      ({ result, attempts } = items ? await this.#fanOut(task, items, active) : await this.#run(task, active));
+      if (refused) {
+        attempts = task.attempts;
+        result = this.#failedResult(task, attempts, refused, started);
+      } else ({ result, attempts } = items ? await this.#fanOut(task, items, active) : await this.#run(task, active));
     } catch (err) {
       attempts = task.attempts;
       result = this.#failedResult(task, attempts, toErrorBody(err), started);
@@ -447,6 +468,35 @@ export class Dispatcher {
     return this.#active.size;
   }
 
+  /**
+   * Waits for the approval of a supervised task without holding a node:
+   * undefined once approved, or the error it ends with (rejected, timed out,
+   * cancelled, or the gateway stopping, which leaves it waiting in the store).
+   */
+  async #awaitApproval(task: TaskRecord, active: ActiveTask): Promise<ErrorBody | undefined> {
+    if (!task.approval) return undefined;
+    for (;;) {
+      let decided = this.approvals.take(task.task_id);
+      if (!decided) {
+        if (active.cancelled) return { code: 'FM_ERR_CANCELLED', message: 'Task was cancelled', retryable: false };
+        if (this.#stopping) return { code: 'FM_ERR_SHUTTING_DOWN', message: 'Gateway is shutting down', retryable: true };
+        const left = Date.parse(task.approval.expires_at) - Date.now();
+        if (left > 0) {
+          // Woken early by a decision, a cancel or shutdown (and by nodes coming online, which changes nothing here).
+          await this.#sleep(active, Math.min(left, MAX_TIMER_MS));
+          continue;
+        }
+        decided = await this.approvals.expire(task);
+      }
+      task.approval = decided;
+      if (decided.decision === 'approved') {
+        task.status = TaskStatus.Pending;
+        return undefined;
+      }
+      return approvalError(task, decided);
+    }
+  }
+
   /** One task on one node at a time: attempts, retries with backoff, failover, migration, the offline queue. */
   async #run(task: TaskRecord, active: ActiveTask): Promise<{ result: TaskResult; attempts: AttemptRecord[] }> {
     const started = Date.now();
@@ -569,8 +619,9 @@ export class Dispatcher {
     const queue = target.kind === 'explicit' && options.offline_behavior?.mode === 'queue' ? options.offline_behavior : undefined;
     let deadline = Date.now() + this.#opts.placementTimeoutMs;
     let queued = false;
+    const payload = payloadSize(task.tool_args);
     for (;;) {
-      const picked = this.#pick(task, target, excluded, sticky);
+      const picked = this.#pick(task, target, excluded, sticky, payload);
       if ('entry' in picked) {
         if (queued) this.#opts.logger.info('delivering queued task', { task_id: task.task_id, node_id: picked.entry.record.node_id });
         return picked;
@@ -614,13 +665,14 @@ export class Dispatcher {
     target: Target,
     excluded: ReadonlySet<string>,
     sticky: string | null,
+    payload: number,
   ): { entry: NodeEntry } | { error: ErrorBody; exhausted: boolean } {
     if (sticky) {
       const entry = this.#registry.get(sticky);
       if (entry && isDispatchable(entry) && entry.tools.has(task.tool_name)) return { entry };
     }
     try {
-      const found = this.#scheduler.best(task.tool_name, target, excluded);
+      const found = this.#scheduler.best(task.tool_name, target, excluded, payload);
       if (found) return { entry: found };
     } catch (err) {
       return { error: toErrorBody(err), exhausted: false };
@@ -628,7 +680,7 @@ export class Dispatcher {
     // Candidates exist but every one already failed this task.
     let any: NodeEntry | undefined;
     try {
-      any = this.#scheduler.best(task.tool_name, target);
+      any = this.#scheduler.best(task.tool_name, target, undefined, payload);
     } catch (err) {
       return { error: toErrorBody(err), exhausted: false };
     }
@@ -757,7 +809,7 @@ export class Dispatcher {
   }
 
   /** Throws unless some node could take the task now (or, for a queued explicit target, once it is back). */
-  #place(toolName: string, target: Target, offline: OfflineBehavior | undefined): void {
+  #place(toolName: string, target: Target, offline: OfflineBehavior | undefined, payload: number): void {
     if (target.kind === 'explicit') {
       const entry = this.#scheduler.checkExplicit(toolName, target.node_id, target);
       if (!isDispatchable(entry) && offline?.mode !== 'queue') {
@@ -767,7 +819,7 @@ export class Dispatcher {
       }
       return;
     }
-    this.#scheduler.best(toolName, target);
+    this.#scheduler.best(toolName, target, undefined, payload);
   }
 
   #validateArgs(toolName: string, target: Target, args: unknown): void {
@@ -927,6 +979,11 @@ export class Dispatcher {
       });
     }
   }
+}
+
+/** Bytes of a task's arguments as JSON, what a node's max_payload_bytes policy limits. */
+function payloadSize(args: unknown): number {
+  return Buffer.byteLength(JSON.stringify(args ?? {}));
 }
 
 /** `["a"]` for a first-try success, else every attempt marked `(failed)` or `(success)`. */

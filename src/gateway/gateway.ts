@@ -60,6 +60,7 @@ export class Gateway {
       maxAttempts: options.maxAttempts,
       resultGraceMs: options.resultGraceMs,
       placementTimeoutMs: options.placementTimeoutMs,
+      toolPolicy: options.toolPolicy,
       logger: options.logger,
       taskSigningKey: identity.signingKey,
       onAttempt: (task, a) =>

@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/logger.js';
-import type { RegisterFrame } from '../protocol/frames.js';
+import type { NodePolicy, RegisterFrame } from '../protocol/frames.js';
 import { type NodeLoad, type NodeRecord, NodeStatus, type Store } from '../store/types.js';
 import { IndexedSet } from './indexed-set.js';
 
@@ -29,6 +29,8 @@ export interface NodeEntry {
   lastPicked: number;
   /** tool name → descriptor, as advertised. */
   tools: Map<string, RegisterFrame['tools'][number]>;
+  /** The node's own policy from its last REGISTER; null until it registers, or for nodes that advertise none. */
+  policy: NodePolicy | null;
 }
 
 export interface RegistryOptions {
@@ -69,6 +71,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         lastSeenMs: Date.parse(record.last_seen) || 0,
         lastPicked: 0,
         tools: toolMap(record.tools as RegisterFrame['tools']),
+        policy: null,
       };
       this.#nodes.set(record.node_id, entry);
       this.#index(entry);
@@ -146,8 +149,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
       entry.conn = conn;
       entry.lastSeenMs = now.getTime();
       entry.tools = tools;
+      entry.policy = frame.policy ?? null;
     } else {
-      entry = { record, conn, inFlight: 0, lastSeenMs: now.getTime(), lastPicked: 0, tools };
+      entry = { record, conn, inFlight: 0, lastSeenMs: now.getTime(), lastPicked: 0, tools, policy: frame.policy ?? null };
       this.#nodes.set(record.node_id, entry);
     }
     this.#index(entry);

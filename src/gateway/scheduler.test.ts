@@ -38,6 +38,8 @@ interface NodeSpec {
   tools?: string[];
   capabilities?: string[];
   maxConcurrency?: number;
+  /** The node's own policy, as REGISTER advertises it. */
+  policy?: RegisterFrame['policy'];
   /** Send NODE_READY after REGISTER. @default true */
   ready?: boolean;
 }
@@ -62,6 +64,7 @@ function registerFrame(nodeId: string, spec: NodeSpec): RegisterFrame {
     public_key: publicKey,
     agent_version: 'test',
     max_concurrency: spec.maxConcurrency ?? 4,
+    ...(spec.policy ? { policy: spec.policy } : {}),
   };
 }
 
@@ -102,6 +105,43 @@ afterEach(async () => {
   await settle();
   await store.close();
   rmSync(dir, { recursive: true, force: true });
+});
+
+describe('scheduler - node policy', () => {
+  const policy = (p: Partial<NonNullable<RegisterFrame['policy']>>) => ({
+    allowed_tools: null,
+    max_concurrent_tasks: 4,
+    max_payload_bytes: null,
+    allow_deploy: false,
+    ...p,
+  });
+
+  it('scheduler - automatic placement leaves out a node whose policy excludes the tool', async () => {
+    await addNode('strict', { tools: ['echo', 'sum'], policy: policy({ allowed_tools: ['sum'] }) });
+    await addNode('open', { tools: ['echo', 'sum'] });
+    expect(ids(scheduler.candidates('echo', local))).toEqual(['open']);
+    expect(ids(scheduler.candidates('sum', local)).sort()).toEqual(['open', 'strict']);
+    expect(ids(scheduler.candidates('echo', { kind: 'failover_chain', nodes: ['strict', 'open'] }))).toEqual(['open']);
+  });
+
+  it('scheduler - automatic placement leaves out a node whose payload limit the arguments exceed', async () => {
+    await addNode('small', { policy: policy({ max_payload_bytes: 100 }) });
+    await addNode('large', { policy: policy({ max_payload_bytes: 10_000 }) });
+    expect(ids(scheduler.candidates('echo', local, new Set(), 50)).sort()).toEqual(['large', 'small']);
+    expect(ids(scheduler.candidates('echo', local, new Set(), 500))).toEqual(['large']);
+  });
+
+  it('scheduler - when every holder of the tool refuses it by policy the error says so', async () => {
+    await addNode('strict', { policy: policy({ allowed_tools: ['sum'] }) });
+    const e = errorOf(() => scheduler.candidates('echo', local));
+    expect(e.code).toBe('FM_ERR_NO_CAPABLE_NODE');
+    expect(e.message).toMatch(/refuses this call by its own node policy \(strict\)/);
+  });
+
+  it('scheduler - an explicit target is left to the node, which answers for its own policy', async () => {
+    await addNode('strict', { policy: policy({ allowed_tools: ['sum'] }) });
+    expect(ids(scheduler.candidates('echo', { kind: 'explicit', node_id: 'strict' }))).toEqual(['strict']);
+  });
 });
 
 describe('scheduler - targets', () => {

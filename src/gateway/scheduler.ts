@@ -48,6 +48,17 @@ const EXACT_LIMIT = 64;
 /** Beyond EXACT_LIMIT, how many eligible nodes a decision compares. */
 const SAMPLE = 16;
 
+/**
+ * Whether a node's own advertised policy lets it run the tool with arguments
+ * of this size; automatic placement never picks a node that would refuse.
+ */
+export function policyAllows(entry: NodeEntry, toolName: string, payloadBytes?: number): boolean {
+  const policy = entry.policy;
+  if (!policy) return true;
+  if (policy.allowed_tools !== null && !policy.allowed_tools.includes(toolName)) return false;
+  return payloadBytes === undefined || policy.max_payload_bytes === null || payloadBytes <= policy.max_payload_bytes;
+}
+
 export function requiredCapabilities(toolName: string, target: Target): string[] {
   const caps = new Set<string>([`tool:${toolName}`]);
   for (const c of target.required_capabilities ?? []) caps.add(c);
@@ -66,16 +77,20 @@ export class Scheduler {
    * `exclude` (nodes already tried). Throws the error a user should see when
    * no node can ever take the task right now.
    */
-  candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = noneExcluded): NodeEntry[] {
+  candidates(toolName: string, target: Target, exclude: ReadonlySet<string> = noneExcluded, payloadBytes?: number): NodeEntry[] {
+    // An explicit target is the caller's own choice: the node itself answers for its policy.
     if (target.kind === 'explicit') return this.#explicit(toolName, target.node_id, requiredCapabilities(toolName, target), exclude);
-    if (target.kind === 'failover_chain') return this.#chain(toolName, target.nodes, requiredCapabilities(toolName, target), exclude);
+    const allows = (e: NodeEntry) => policyAllows(e, toolName, payloadBytes);
+    if (target.kind === 'failover_chain')
+      return this.#chain(toolName, target.nodes, requiredCapabilities(toolName, target), exclude, allows);
     const required = requiredCapabilities(toolName, target);
     if (!this.#registry.withCapability(`tool:${toolName}`)) {
       throw new FieldmeshError('FM_ERR_UNKNOWN_TOOL', `No node in the mesh offers tool "${toolName}"`, {
         details: { tool_name: toolName },
       });
     }
-    let found = this.#matching(required, exclude);
+    const matching = this.#matching(required, exclude);
+    let found = matching.filter(allows);
     if (target.kind === 'geographic') {
       const inArea: { entry: NodeEntry; d: number }[] = [];
       for (const entry of found) {
@@ -97,6 +112,13 @@ export class Scheduler {
         .map((x) => x.entry);
     }
     if (found.length === 0 && exclude.size === 0) {
+      if (matching.length > 0) {
+        throw new FieldmeshError(
+          'FM_ERR_NO_CAPABLE_NODE',
+          `Every online node with ${required.join(', ')} refuses this call by its own node policy (${matching.map((e) => e.record.node_id).join(', ')})`,
+          { details: { required_capabilities: required, refused_by_policy: matching.map((e) => e.record.node_id) } },
+        );
+      }
       throw new FieldmeshError('FM_ERR_NO_CAPABLE_NODE', `No online node has all of: ${required.join(', ')}`, {
         details: { required_capabilities: required },
       });
@@ -114,15 +136,15 @@ export class Scheduler {
    * of ranking all of them, so a decision costs as much among 10,000 nodes as
    * among 100, and load still spreads (the power of d choices).
    */
-  best(toolName: string, target: Target, exclude: ReadonlySet<string> = noneExcluded): NodeEntry | undefined {
+  best(toolName: string, target: Target, exclude: ReadonlySet<string> = noneExcluded, payloadBytes?: number): NodeEntry | undefined {
     if ((target.kind === 'local' || target.kind === 'capability' || target.kind === 'load_balanced') && !target.prefer?.length) {
-      const found = this.#sampled(requiredCapabilities(toolName, target), exclude);
+      const found = this.#sampled(toolName, requiredCapabilities(toolName, target), exclude, payloadBytes);
       if (found) return found;
     }
-    return this.candidates(toolName, target, exclude)[0];
+    return this.candidates(toolName, target, exclude, payloadBytes)[0];
   }
 
-  #sampled(required: readonly string[], exclude: ReadonlySet<string>): NodeEntry | undefined {
+  #sampled(toolName: string, required: readonly string[], exclude: ReadonlySet<string>, payloadBytes?: number): NodeEntry | undefined {
     let smallest: IndexedSet | undefined;
     const others: IndexedSet[] = [];
     for (const c of required) {
@@ -142,7 +164,7 @@ export class Scheduler {
       const id = smallest.at((start + i) % n);
       if (exclude.has(id) || !others.every((s) => s.has(id))) continue;
       const entry = this.#registry.get(id);
-      if (!entry || !isDispatchable(entry)) continue;
+      if (!entry || !isDispatchable(entry) || !policyAllows(entry, toolName, payloadBytes)) continue;
       compared += 1;
       if (!best || byLoad(entry, best) < 0) best = entry;
     }
@@ -181,7 +203,13 @@ export class Scheduler {
   }
 
   /** The chain's nodes that can run the tool now, in the chain's order. */
-  #chain(toolName: string, nodes: readonly string[], required: readonly string[], exclude: ReadonlySet<string>): NodeEntry[] {
+  #chain(
+    toolName: string,
+    nodes: readonly string[],
+    required: readonly string[],
+    exclude: ReadonlySet<string>,
+    allows: (entry: NodeEntry) => boolean,
+  ): NodeEntry[] {
     const out: NodeEntry[] = [];
     let known = 0;
     for (const id of nodes) {
@@ -189,6 +217,7 @@ export class Scheduler {
       if (!entry) continue;
       known += 1;
       if (exclude.has(id) || !entry.tools.has(toolName) || !required.every((c) => entry.record.capabilities.includes(c))) continue;
+      if (!allows(entry)) continue;
       if (isDispatchable(entry)) out.push(entry);
     }
     if (out.length === 0 && exclude.size === 0) {

@@ -13,7 +13,7 @@ import type { StepState, TimelineEntry, Workflow, WorkflowRunResult, WorkflowSte
 import type { JsonValue } from '../protocol/json.js';
 import { resultHash } from '../protocol/signing.js';
 import type { Target } from '../protocol/target.js';
-import { type RunRecord, RunStatus, type Store, type TaskResult, TaskStatus } from '../store/types.js';
+import { type RunRecord, RunStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
 import type { Dispatcher } from './dispatcher.js';
 import type { Registry } from './registry.js';
 import { isDispatchable } from './scheduler.js';
@@ -169,6 +169,7 @@ export class WorkflowEngine {
     this.#dispatcher = dispatcher;
     this.#registry = registry;
     this.#opts = opts;
+    dispatcher.approvals.on('decided', (task) => this.#onApprovalDecided(task));
   }
 
   /** Validates and policy-checks a workflow, stores the run, and starts it. */
@@ -246,7 +247,9 @@ export class WorkflowEngine {
     }
     live.cancelled = true;
     for (const state of Object.values(live.steps)) {
-      if (state.status === 'running' && state.task_id) await this.#dispatcher.cancel(state.task_id).catch(() => undefined);
+      if ((state.status === 'running' || state.status === 'awaiting_approval') && state.task_id) {
+        await this.#dispatcher.cancel(state.task_id).catch(() => undefined);
+      }
     }
     await live.done;
     return (await this.#store.getRun(runId))!;
@@ -259,6 +262,14 @@ export class WorkflowEngine {
       new FieldmeshError('FM_ERR_POLICY_VIOLATION', `Policy ${policy}: ${message}`, { details: { policy, ...details } });
     for (const id of compiled.order) {
       const step = compiled.steps.get(id)!;
+      // The gateway tool policy: a run that would reach a denied tool is refused before any step runs.
+      try {
+        this.#dispatcher.approvals.needsApproval(step.tool_name);
+      } catch (err) {
+        throw new FieldmeshError('FM_ERR_TOOL_DENIED', `Step "${id}": ${(err as Error).message}`, {
+          details: { step_id: id, tool_name: step.tool_name },
+        });
+      }
       if (policies.has('offline_capable')) {
         const holders = [...(this.#registry.withCapability(`tool:${step.tool_name}`) ?? [])].map((n) => this.#registry.get(n)!);
         if (!holders.some((e) => e && isDispatchable(e))) {
@@ -349,7 +360,10 @@ export class WorkflowEngine {
     const running = new Map<string, Promise<void>>();
     let failure: ErrorBody | undefined;
     // Steps that were in flight when an earlier process stopped go on where they were.
-    for (const id of compiled.order) if (steps[id]!.status === 'running') running.set(id, this.#runStep(live, id));
+    for (const id of compiled.order) {
+      const status = steps[id]!.status;
+      if (status === 'running' || status === 'awaiting_approval') running.set(id, this.#runStep(live, id));
+    }
     for (;;) {
       const required = compiled.order.find((id) => steps[id]!.status === 'failed' && compiled.steps.get(id)!.on_failure !== 'continue');
       if (required && !failure) failure = this.#stepError(required, steps[required]!);
@@ -417,6 +431,12 @@ export class WorkflowEngine {
           ctx,
         ));
       }
+      if (task.status === TaskStatus.AwaitingApproval && task.approval) {
+        // The run shows the step waiting for a person; the decision comes through #onApprovalDecided.
+        state.status = 'awaiting_approval';
+        state.approval = task.approval;
+        await this.#persist(live);
+      }
       const ended = task.status === TaskStatus.Succeeded || task.status === TaskStatus.Failed || task.status === TaskStatus.Cancelled;
       const result = ended ? (task.result ?? cancelledResult(task.task_id)) : await this.#dispatcher.execute(task);
       if (result.ok && policies.has('schema_strict')) this.#dispatcher.checkOutput(step.tool_name, result.node_id, result.output);
@@ -432,6 +452,18 @@ export class WorkflowEngine {
       delete state.output;
     }
     await this.#persist(live);
+  }
+
+  /** A decision on a step's approval shows in the run at once: approved steps run, the others end with the task. */
+  #onApprovalDecided(task: TaskRecord): void {
+    const live = task.run_id ? this.#live.get(task.run_id) : undefined;
+    const state = task.step_id ? live?.steps[task.step_id] : undefined;
+    if (!live || !state || state.task_id !== task.task_id || !task.approval) return;
+    state.approval = task.approval;
+    if (task.approval.decision === 'approved' && state.status === 'awaiting_approval') state.status = 'running';
+    this.#persist(live).catch((err: unknown) =>
+      this.#opts.logger.error('could not persist an approval decision', { run_id: live.record.run_id, error: String(err) }),
+    );
   }
 
   #record(state: StepState, result: TaskResult): void {
@@ -548,5 +580,6 @@ export function timelineOf(steps: Record<string, StepState>): TimelineEntry[] {
       ok: s.status === 'succeeded',
       result_hash: s.result_hash,
       task_id: s.task_id ?? '',
+      ...(s.approval ? { approval: s.approval } : {}),
     }));
 }

@@ -17,6 +17,7 @@ import {
   type CancelFrame,
   type CertIssuedFrame,
   type FrameType,
+  type NodePolicy,
   PROTOCOL_VERSIONS,
   type TaskFrame,
   type WelcomeFrame,
@@ -32,6 +33,7 @@ import {
   requestCertificate,
   saveNodeIdentity,
 } from './pairing.js';
+import { checkTaskPolicy, nodePolicy } from './policy.js';
 import { type RunHandle, type RunOutcome, ToolRuntime } from './runtime.js';
 
 export const NODE_CONNECT_PATH = '/v1/connect';
@@ -127,6 +129,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   readonly publicKeyPem: string;
   /** Everything REGISTER advertises: given, `tool:*`, `platform:*` and detected capabilities. */
   readonly capabilities: readonly string[];
+  /** The node's own policy, from its options only; advertised in REGISTER and enforced on every TASK. */
+  readonly policy: NodePolicy;
   private readonly keys: SigningKeys;
   private readonly runtime: ToolRuntime;
   private readonly caPem: string | undefined;
@@ -166,6 +170,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.runtime = runtime;
     this.capabilities = capabilities;
     this.identity = identity;
+    this.policy = nodePolicy(options);
     this.caPem = caPem;
     this.log = options.logger;
     this.heartbeatMs = options.heartbeatIntervalMs;
@@ -397,6 +402,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       public_key: this.publicKeyPem,
       agent_version: VERSION,
       max_concurrency: this.options.maxConcurrency,
+      policy: this.policy,
     });
   }
 
@@ -597,13 +603,19 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     }
     this.send(conn, 'TASK_ACK', { task_id: frame.task_id, attempt: frame.attempt });
     const started = performance.now();
-    const handle = this.runtime.run({
-      task_id: frame.task_id,
-      attempt: frame.attempt,
-      tool_name: frame.tool_name,
-      args: frame.tool_args,
-      timeout_ms: frame.timeout_ms,
-    });
+    // The node's policy is its own final answer: a refused task never reaches a worker.
+    const refused = checkTaskPolicy(this.policy, this.options.id, frame.tool_name, frame.tool_args);
+    if (refused)
+      this.log.warn('task refused by node policy', { task_id: frame.task_id, tool: frame.tool_name, rule: refused.details?.rule });
+    const handle: RunHandle = refused
+      ? { promise: Promise.resolve({ ok: false, error: refused }), cancel: () => undefined }
+      : this.runtime.run({
+          task_id: frame.task_id,
+          attempt: frame.attempt,
+          tool_name: frame.tool_name,
+          args: frame.tool_args,
+          timeout_ms: frame.timeout_ms,
+        });
     const entry: RunningTask = { conn, handle };
     this.running.set(key, entry);
     void handle.promise.then((outcome) => {

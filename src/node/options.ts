@@ -2,8 +2,9 @@
 import { availableParallelism, platform as osPlatform } from 'node:os';
 import { resolve } from 'node:path';
 import { type HostPort, parseHostPort } from '../core/address.js';
+import { definedOnly, type LoadedConfig, type NodeConfigFile } from '../core/config.js';
 import { FieldmeshError } from '../core/errors.js';
-import { createLogger, type Logger } from '../core/logger.js';
+import { createLogger, type Logger, type LogLevel } from '../core/logger.js';
 
 export interface GeoLocation {
   lat: number;
@@ -38,10 +39,26 @@ export interface NodeOptions {
    */
   location?: string | GeoLocation | null;
   /**
-   * Tool calls run at once; also the number of worker threads.
+   * Tool calls run at once (the node policy's `max_concurrent_tasks`); also the number of worker threads.
+   * Calls beyond it wait on the node for a free worker.
    * @default os.availableParallelism()
    */
   maxConcurrency?: number;
+  /**
+   * Node policy: the only tools this node runs, whatever the gateway sends; others fail with FM_ERR_NODE_POLICY_DENIED.
+   * @default undefined (every tool the node offers)
+   */
+  allowedTools?: string[];
+  /**
+   * Node policy: largest `tool_args` (bytes of JSON) this node accepts; larger ones fail with FM_ERR_NODE_POLICY_DENIED.
+   * @default undefined (only the frame limit)
+   */
+  maxPayloadBytes?: number;
+  /**
+   * Node policy: whether the gateway may deploy functions to this node.
+   * @default false
+   */
+  allowDeploy?: boolean;
   /**
    * Heartbeat period until the gateway's WELCOME says otherwise.
    * @default 1000
@@ -108,6 +125,11 @@ export interface CompiledNodeOptions {
   /** Absolute path. */
   dataDir: string;
   maxConcurrency: number;
+  /** null: every tool the node offers. */
+  allowedTools: string[] | null;
+  /** null: no limit beyond the frame size. */
+  maxPayloadBytes: number | null;
+  allowDeploy: boolean;
   heartbeatIntervalMs: number;
   /** Absolute paths. */
   toolModules: string[];
@@ -224,6 +246,15 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
   if (opts.requestPairing !== undefined && typeof opts.requestPairing !== 'boolean') {
     throw invalid('node.requestPairing', opts.requestPairing, 'must be true or false');
   }
+  if (opts.allowedTools !== undefined && !Array.isArray(opts.allowedTools)) {
+    throw invalid('node.allowedTools', opts.allowedTools, 'must be an array of tool names');
+  }
+  opts.allowedTools?.forEach((t, i) => {
+    if (typeof t !== 'string' || !/^[A-Za-z0-9_.:-]{1,128}$/.test(t)) throw invalid(`node.allowedTools[${i}]`, t, 'is not a tool name');
+  });
+  if (opts.allowDeploy !== undefined && typeof opts.allowDeploy !== 'boolean') {
+    throw invalid('node.allowDeploy', opts.allowDeploy, 'must be true or false');
+  }
 
   const reconnectMinMs = integer('node.reconnectMinMs', opts.reconnectMinMs, 250, 1, 3_600_000);
   const reconnectMaxMs = integer('node.reconnectMaxMs', opts.reconnectMaxMs, Math.max(30_000, reconnectMinMs), 1, 3_600_000);
@@ -242,6 +273,10 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
     dataDir: resolve(opts.dataDir),
     // The REGISTER schema caps max_concurrency at 4096.
     maxConcurrency: integer('node.maxConcurrency', opts.maxConcurrency, Math.min(availableParallelism(), 4096), 1, 4096),
+    allowedTools: opts.allowedTools === undefined ? null : [...new Set(opts.allowedTools)],
+    maxPayloadBytes:
+      opts.maxPayloadBytes === undefined ? null : integer('node.maxPayloadBytes', opts.maxPayloadBytes, 0, 1, Number.MAX_SAFE_INTEGER),
+    allowDeploy: opts.allowDeploy ?? false,
     heartbeatIntervalMs: integer('node.heartbeatIntervalMs', opts.heartbeatIntervalMs, 1000, 10, 3_600_000),
     toolModules: toolModules.map((p) => resolve(p)),
     gatewayCaFile: opts.gatewayCaFile === undefined ? undefined : resolve(opts.gatewayCaFile),
@@ -253,4 +288,33 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
     workerMemoryMb: integer('node.workerMemoryMb', opts.workerMemoryMb, 256, 16, 65_536),
     logger: opts.logger ?? createLogger().child({ component: 'node', node_id: id }),
   };
+}
+
+/** What a node configuration file sets: options, and the log level the logger is made with. */
+export interface NodeFileOptions extends Partial<NodeOptions> {
+  logLevel?: LogLevel;
+}
+
+/** Turns the `[node]` and `[node.policy]` sections of a checked file into node options. */
+export function nodeOptionsFromConfig(loaded: LoadedConfig<NodeConfigFile>): NodeFileOptions {
+  const n = loaded.config.node ?? {};
+  const p = n.policy ?? {};
+  return definedOnly<NodeFileOptions>({
+    id: n.node_id,
+    gateway: n.gateway,
+    dataDir: n.data_dir === undefined ? undefined : loaded.path(n.data_dir),
+    name: n.name,
+    platform: n.platform,
+    capabilities: n.capabilities,
+    location: n.location,
+    toolModules: n.tools_modules?.map(loaded.path),
+    gatewayCaFile: n.gateway_ca === undefined ? undefined : loaded.path(n.gateway_ca),
+    heartbeatIntervalMs: n.heartbeat_interval_ms,
+    workerMemoryMb: n.worker_memory_mb,
+    logLevel: n.log_level as LogLevel | undefined,
+    maxConcurrency: p.max_concurrent_tasks,
+    allowedTools: p.allowed_tools,
+    maxPayloadBytes: p.max_payload_bytes,
+    allowDeploy: p.allow_deploy,
+  });
 }

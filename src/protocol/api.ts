@@ -3,7 +3,7 @@
  * client SDK, the run-time checks in the gateway and the OpenAPI document.
  */
 import { type Static, Type } from '@sinclair/typebox';
-import { ErrorBodySchema, LoadSchema, LocationSchema, NodeId, ToolDescriptorSchema } from './frames.js';
+import { ErrorBodySchema, LoadSchema, LocationSchema, NodeId, NodePolicySchema, ToolDescriptorSchema } from './frames.js';
 import { OfflineBehaviorSchema, RetryPolicySchema, TargetSchema } from './target.js';
 
 const Json = Type.Unknown();
@@ -62,7 +62,19 @@ export const TaskStatusSchema = Type.Union([
   Type.Literal('failed'),
   Type.Literal('cancelled'),
   Type.Literal('queued'),
+  Type.Literal('awaiting_approval'),
 ]);
+
+/** The approval a task of a supervised tool waits for, and its decision once made. */
+export const ApprovalSchema = Type.Object({
+  requested_at: Type.String(),
+  /** When the task fails with FM_ERR_APPROVAL_TIMEOUT unless decided before. */
+  expires_at: Type.String(),
+  decision: Type.Union([Type.Literal('approved'), Type.Literal('rejected'), Type.Literal('timed_out'), Type.Null()]),
+  decided_at: Type.Union([Type.String(), Type.Null()]),
+  reason: Type.Union([Type.String(), Type.Null()]),
+});
+export type ApprovalView = Static<typeof ApprovalSchema>;
 
 export const AttemptSchema = Type.Object({
   attempt: Type.Integer(),
@@ -87,6 +99,7 @@ export const TaskView = Type.Object({
   attempts: Type.Array(AttemptSchema),
   created_at: Type.String(),
   updated_at: Type.String(),
+  approval: Type.Optional(ApprovalSchema),
   result: Type.Optional(ToolCallResult),
 });
 export type TaskView = Static<typeof TaskView>;
@@ -143,6 +156,7 @@ export const StepState = Type.Object({
     Type.Literal('failed'),
     Type.Literal('skipped'),
     Type.Literal('cancelled'),
+    Type.Literal('awaiting_approval'),
   ]),
   task_id: Type.Union([Type.String(), Type.Null()]),
   node_id: Type.Union([Type.String(), Type.Null()]),
@@ -157,6 +171,8 @@ export const StepState = Type.Object({
   execution_path: Type.Array(Type.String()),
   output: Type.Optional(Json),
   error: Type.Optional(ErrorBodySchema),
+  /** Set for a step of a supervised tool: when approval was requested and how it was decided. */
+  approval: Type.Optional(ApprovalSchema),
 });
 export type StepState = Static<typeof StepState>;
 
@@ -177,6 +193,8 @@ export const TimelineEntry = Type.Object({
   ok: Type.Boolean(),
   result_hash: Type.Union([Type.String(), Type.Null()]),
   task_id: Type.String(),
+  /** The approval request and its decision, for a step of a supervised tool. */
+  approval: Type.Optional(ApprovalSchema),
 });
 export type TimelineEntry = Static<typeof TimelineEntry>;
 
@@ -237,6 +255,8 @@ export const NodeView = Type.Object({
   load: LoadSchema,
   last_seen: Type.String(),
   trusted: Type.Boolean(),
+  /** The node's own policy as it advertised it; null when it advertised none. */
+  policy: Type.Optional(Type.Union([NodePolicySchema, Type.Null()])),
 });
 export type NodeView = Static<typeof NodeView>;
 
@@ -274,6 +294,27 @@ export const NodeCapabilities = Type.Object({
   tools: Type.Array(ToolDescriptorSchema),
 });
 export type NodeCapabilities = Static<typeof NodeCapabilities>;
+
+/** One task waiting at `GET /v1/approvals`, with what it would run. */
+export const PendingApproval = Type.Object({
+  task_id: Type.String(),
+  tool_name: Type.String(),
+  tool_args: Json,
+  target: Json,
+  run_id: Type.Union([Type.String(), Type.Null()]),
+  step_id: Type.Union([Type.String(), Type.Null()]),
+  requested_at: Type.String(),
+  expires_at: Type.String(),
+});
+export type PendingApproval = Static<typeof PendingApproval>;
+
+export const ApprovalList = Type.Object({ ok: Type.Literal(true), approvals: Type.Array(PendingApproval) });
+
+export const ApprovalDecisionBody = Type.Object(
+  { reason: Type.Optional(Type.String({ maxLength: 4096, description: 'Why, kept with the decision' })) },
+  { additionalProperties: false },
+);
+export type ApprovalDecisionBody = Static<typeof ApprovalDecisionBody>;
 
 export const ErrorResponse = Type.Object({ ok: Type.Literal(false), error: ErrorBodySchema });
 

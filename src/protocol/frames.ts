@@ -56,6 +56,17 @@ export const ErrorBodySchema = Type.Object({
   details: Type.Optional(Type.Record(Type.String(), Json)),
 });
 
+/** A node's own policy as it advertises it: the gateway places no task there that the node would refuse. */
+export const NodePolicySchema = Type.Object({
+  /** The only tools the node runs; null means every tool it offers. */
+  allowed_tools: Type.Union([Type.Array(Type.String({ minLength: 1, maxLength: 128 }), { maxItems: 1024 }), Type.Null()]),
+  max_concurrent_tasks: Type.Integer({ minimum: 1, maximum: 4096 }),
+  /** Largest tool_args (bytes of JSON) the node accepts; null means only the frame limit. */
+  max_payload_bytes: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]),
+  allow_deploy: Type.Boolean(),
+});
+export type NodePolicy = Static<typeof NodePolicySchema>;
+
 export const RegisterFrame = Type.Object({
   v: Type.Integer({ minimum: 1 }),
   type: Type.Literal('REGISTER'),
@@ -70,6 +81,8 @@ export const RegisterFrame = Type.Object({
   public_key: Type.String({ minLength: 1, maxLength: 4096 }),
   agent_version: Type.String({ maxLength: 64 }),
   max_concurrency: Type.Integer({ minimum: 1, maximum: 4096 }),
+  /** The node's own policy; absent from nodes that predate it. */
+  policy: Type.Optional(NodePolicySchema),
 });
 
 export const WelcomeFrame = Type.Object({

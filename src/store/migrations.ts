@@ -255,6 +255,19 @@ const apiTokens: Migration = {
   },
 };
 
+/** Tool policy: the approval a supervised task waits for (the status `awaiting_approval` needs no schema change). */
+const approvals: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      const cols = await sql<{ name: string }>`SELECT name FROM pragma_table_info('tasks')`.execute(trx);
+      if (!cols.rows.some((r) => r.name === 'approval')) await trx.schema.alterTable('tasks').addColumn('approval', 'text').execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.alterTable('tasks').dropColumn('approval').execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
@@ -262,4 +275,5 @@ export const sqliteMigrations: Record<string, Migration> = {
   '0004_security': security,
   '0005_invocations': invocations,
   '0006_api_tokens': apiTokens,
+  '0007_approvals': approvals,
 };

@@ -56,6 +56,8 @@ export const TaskStatus = {
   Cancelled: 'cancelled',
   /** Waiting in the offline queue for its explicit node to come back. */
   Queued: 'queued',
+  /** A supervised tool's task waiting for a person to approve or reject it; it holds no node. */
+  AwaitingApproval: 'awaiting_approval',
 } as const;
 export type TaskStatus = (typeof TaskStatus)[keyof typeof TaskStatus];
 
@@ -90,6 +92,16 @@ export interface TaskResult {
   error?: ErrorBody;
 }
 
+/** The approval a supervised task waits for, and how it was decided. */
+export interface ApprovalRecord {
+  requested_at: string;
+  /** When the task fails with FM_ERR_APPROVAL_TIMEOUT unless decided before. */
+  expires_at: string;
+  decision: 'approved' | 'rejected' | 'timed_out' | null;
+  decided_at: string | null;
+  reason: string | null;
+}
+
 /** How a task is run, beyond where: retry policy, offline behaviour. */
 export interface TaskOptions {
   retry?: RetryPolicy;
@@ -115,6 +127,8 @@ export interface TaskRecord {
   options: TaskOptions;
   /** When a queued task gives up waiting for its node. */
   expires_at: string | null;
+  /** Set for a task of a supervised tool. */
+  approval?: ApprovalRecord | null;
 }
 
 export const RunStatus = {
@@ -248,6 +262,7 @@ export interface TaskPatch {
   expires_at?: string | null;
   attempts?: AttemptRecord[];
   result?: TaskResult | null;
+  approval?: ApprovalRecord | null;
 }
 
 export interface RunPatch {
@@ -272,8 +287,15 @@ export interface Store {
   updateTask(taskId: string, patch: TaskPatch): Promise<void>;
   getTask(taskId: string): Promise<TaskRecord | undefined>;
   getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined>;
-  /** Tasks not yet finished (pending, running or queued), oldest first. */
+  /** Tasks not yet finished (pending, running, queued or awaiting approval), oldest first. */
   listUnfinishedTasks(): Promise<TaskRecord[]>;
+  /** Tasks in one status, oldest first, at most `limit` (default 1000). */
+  listTasksByStatus(status: TaskStatus, limit?: number): Promise<TaskRecord[]>;
+  /**
+   * Applies a patch only while the task is still in status `from`, atomically;
+   * false when it was not (another decision got there first).
+   */
+  transitionTask(taskId: string, from: TaskStatus, patch: TaskPatch): Promise<boolean>;
 
   insertRun(run: RunRecord): Promise<void>;
   updateRun(runId: string, patch: RunPatch): Promise<void>;

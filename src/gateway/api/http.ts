@@ -29,6 +29,8 @@ export interface RouteContext {
   query: URLSearchParams;
   /** Reads, parses and checks the JSON body. */
   body<T>(check: TypeCheck<TSchema>): Promise<T>;
+  /** As `body`, for routes whose body may be left out: undefined when the request has none. */
+  optionalBody<T>(check: TypeCheck<TSchema>): Promise<T | undefined>;
 }
 
 export interface Reply {
@@ -138,7 +140,14 @@ export class Router {
           throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Path segment "${raw}" is not valid percent-encoding`);
         }
       });
-      const ctx: RouteContext = { req, caller, params, query: url.searchParams, body: (check) => this.#readBody(req, check) };
+      const ctx: RouteContext = {
+        req,
+        caller,
+        params,
+        query: url.searchParams,
+        body: (check) => this.#readBody(req, check),
+        optionalBody: (check) => this.#readBody(req, check, true),
+      };
       const out = await route.handler(ctx);
       if (isReply(out)) {
         status = out.status;
@@ -185,7 +194,9 @@ export class Router {
     return caller;
   }
 
-  async #readBody<T>(req: IncomingMessage, check: TypeCheck<TSchema>): Promise<T> {
+  async #readBody<T>(req: IncomingMessage, check: TypeCheck<TSchema>, optional?: false): Promise<T>;
+  async #readBody<T>(req: IncomingMessage, check: TypeCheck<TSchema>, optional: true): Promise<T | undefined>;
+  async #readBody<T>(req: IncomingMessage, check: TypeCheck<TSchema>, optional = false): Promise<T | undefined> {
     const limit = this.#maxBodyBytes;
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) {
@@ -211,7 +222,10 @@ export class Router {
     } catch (err) {
       throw new FieldmeshError('FM_ERR_INVALID_JSON', `Body is not valid JSON: ${(err as Error).message}`);
     }
-    if (value === undefined) throw new FieldmeshError('FM_ERR_INVALID_REQUEST', 'A JSON body is required');
+    if (value === undefined) {
+      if (optional) return undefined;
+      throw new FieldmeshError('FM_ERR_INVALID_REQUEST', 'A JSON body is required');
+    }
     if (!check.Check(value)) {
       throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Invalid body at ${describeSchemaError(check, value)}`);
     }

@@ -3,6 +3,8 @@ import { Type } from '@sinclair/typebox';
 import { FieldmeshError, isErrorCode, statusOf } from '../../core/errors.js';
 import { VERSION } from '../../core/version.js';
 import {
+  ApprovalDecisionBody,
+  ApprovalList,
   NodeCapabilities,
   NodeDetail,
   NodeHealth,
@@ -24,7 +26,15 @@ import {
   WorkflowRunResult,
 } from '../../protocol/api.js';
 import type { JsonValue } from '../../protocol/json.js';
-import { NodeStatus, type PairingRequestRecord, type RunRecord, RunStatus, type Store, type TaskRecord } from '../../store/types.js';
+import {
+  NodeStatus,
+  type PairingRequestRecord,
+  type RunRecord,
+  RunStatus,
+  type Store,
+  type TaskRecord,
+  TaskStatus,
+} from '../../store/types.js';
 import type { Dispatcher } from '../dispatcher.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PairingService } from '../pairing.js';
@@ -76,6 +86,7 @@ export function nodeView(entry: NodeEntry): NodeView {
     load: { ...r.load, in_flight: Math.max(r.load.in_flight, entry.inFlight) },
     last_seen: r.last_seen,
     trusted: r.trusted,
+    policy: entry.policy,
   };
 }
 
@@ -90,6 +101,7 @@ function taskView(task: TaskRecord) {
     created_at: task.created_at,
     updated_at: task.updated_at,
   };
+  if (task.approval) view.approval = task.approval;
   if (task.result) view.result = task.result;
   return view;
 }
@@ -281,6 +293,11 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       const req = await body<ToolCallBody>(checker(ToolCallBody));
       const { task, existing } = await dispatcher.submit(req);
       let result: ToolCallResult | undefined;
+      if (task.status === TaskStatus.AwaitingApproval) {
+        // A person decides when; the caller follows the task with GET /v1/tasks/{task_id}.
+        void dispatcher.execute(task);
+        return reply(202, { ok: true, task_id: task.task_id, status: task.status, approval: task.approval });
+      }
       if (existing) {
         result = task.result ?? (await dispatcher.waitFor(task.task_id, 3_600_000))?.result ?? undefined;
       } else {
@@ -305,8 +322,9 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       const { task, existing } = await dispatcher.submit(req);
       if (existing) return reply(200, { ok: true, task_id: task.task_id, status: task.status, existing: true });
       void dispatcher.execute(task);
-      // Tell the caller at once whether its task waits in the offline queue.
-      return reply(202, { ok: true, task_id: task.task_id, status: dispatcher.willQueue(task) ? 'queued' : task.status });
+      // Tell the caller at once whether its task waits for an approval or in the offline queue.
+      const status = task.status !== TaskStatus.AwaitingApproval && dispatcher.willQueue(task) ? 'queued' : task.status;
+      return reply(202, { ok: true, task_id: task.task_id, status });
     },
   });
 
@@ -515,6 +533,48 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       return { ok: true, run_id: run.run_id, entries: await store.listAudit(run.run_id) };
     },
   });
+
+  router.add({
+    method: 'GET',
+    scope: 'read',
+    path: '/v1/approvals',
+    summary: 'Tasks of supervised tools waiting for an approval, oldest first, with what they would run',
+    response: ApprovalList,
+    handler: async () => ({
+      ok: true,
+      approvals: (await dispatcher.approvals.pending()).map((t) => ({
+        task_id: t.task_id,
+        tool_name: t.tool_name,
+        tool_args: t.tool_args,
+        target: t.target,
+        run_id: t.run_id,
+        step_id: t.step_id,
+        requested_at: t.approval?.requested_at ?? t.created_at,
+        expires_at: t.approval?.expires_at ?? t.created_at,
+      })),
+    }),
+  });
+
+  for (const [action, decision] of [
+    ['approve', 'approved'],
+    ['reject', 'rejected'],
+  ] as const) {
+    router.add({
+      method: 'POST',
+      scope: 'admin',
+      path: `/v1/approvals/{task_id}/${action}`,
+      summary:
+        action === 'approve'
+          ? 'Approve a task awaiting approval: it goes on to placement as usual'
+          : 'Reject a task awaiting approval: it fails with FM_ERR_APPROVAL_REJECTED',
+      body: ApprovalDecisionBody,
+      response: TaskView,
+      handler: async ({ params, optionalBody }) => {
+        const req = await optionalBody<ApprovalDecisionBody>(checker(ApprovalDecisionBody));
+        return taskView(await dispatcher.approvals.decide(params.task_id!, decision, req?.reason));
+      },
+    });
+  }
 }
 
 /** A failed task answers with its error's status; codes from a tool outside the table are a bad gateway. */

@@ -8,6 +8,7 @@ import type { JsonValue } from '../../protocol/json.js';
 import { sqliteMigrations } from '../migrations.js';
 import type {
   ApiTokenRecord,
+  ApprovalRecord,
   AttemptRecord,
   CertificateRecord,
   InvocationRecord,
@@ -106,11 +107,12 @@ function taskToRow(task: TaskRecord): Selectable<TasksTable> {
     idempotency_key: task.idempotency_key ?? null,
     options: JSON.stringify(task.options ?? {}),
     expires_at: task.expires_at ?? null,
+    approval: task.approval ? JSON.stringify(task.approval) : null,
   };
 }
 
 function rowToTask(row: Selectable<TasksTable>): TaskRecord {
-  return {
+  const task: TaskRecord = {
     task_id: row.task_id,
     run_id: row.run_id,
     step_id: row.step_id,
@@ -127,6 +129,8 @@ function rowToTask(row: Selectable<TasksTable>): TaskRecord {
     options: parseJson<TaskOptions>(row.options),
     expires_at: row.expires_at,
   };
+  if (row.approval !== null) task.approval = parseJson<ApprovalRecord>(row.approval);
+  return task;
 }
 
 function runToRow(run: RunRecord): Selectable<RunsTable> {
@@ -181,6 +185,7 @@ const TASK_COLUMNS = [
   'idempotency_key',
   'options',
   'expires_at',
+  'approval',
 ] as const satisfies readonly (keyof TasksTable)[];
 
 const NODE_COLUMNS = [
@@ -202,7 +207,7 @@ const NODE_COLUMNS = [
   'last_seen',
 ] as const satisfies readonly (keyof NodesTable)[];
 
-const TASK_PATCH_FIELDS = ['status', 'attempts', 'result', 'expires_at'] as const;
+const TASK_PATCH_FIELDS = ['status', 'attempts', 'result', 'expires_at', 'approval'] as const;
 
 interface QueuedWrite {
   run: () => unknown;
@@ -356,21 +361,33 @@ export class SqliteStore implements Store {
   }
 
   updateTask(taskId: string, patch: TaskPatch): Promise<void> {
+    return this.#patchTask(taskId, patch, undefined).then((changed) => {
+      if (!changed) throw new FieldmeshError('FM_ERR_TASK_NOT_FOUND', `Task ${taskId} not found`, { details: { task_id: taskId } });
+    });
+  }
+
+  transitionTask(taskId: string, from: TaskStatus, patch: TaskPatch): Promise<boolean> {
+    return this.#patchTask(taskId, patch, from);
+  }
+
+  /** One UPDATE of the patched fields, optionally only while the task is in status `from`; true if a row changed. */
+  #patchTask(taskId: string, patch: TaskPatch, from: TaskStatus | undefined): Promise<boolean> {
     const set: Record<string, unknown> = { updated_at: new Date().toISOString(), task_id: taskId };
     if (patch.status !== undefined) set.status = patch.status;
     if (patch.attempts !== undefined) set.attempts = JSON.stringify(patch.attempts);
     if (patch.result !== undefined) set.result = patch.result === null ? null : JSON.stringify(patch.result);
     if (patch.expires_at !== undefined) set.expires_at = patch.expires_at;
-    // One statement per combination of patched fields (at most 16).
+    if (patch.approval !== undefined) set.approval = patch.approval === null ? null : JSON.stringify(patch.approval);
+    if (from !== undefined) set.from_status = from;
+    // One statement per combination of patched fields (at most 64, each twice).
     const fields = TASK_PATCH_FIELDS.filter((f) => f in set);
+    const guard = from === undefined ? '' : ' AND status = @from_status';
     return this.#write(() => {
       const st = this.#statement(
-        `updateTask:${fields.join(',')}`,
-        () => `UPDATE tasks SET ${['updated_at', ...fields].map((f) => `${f} = @${f}`).join(', ')} WHERE task_id = @task_id`,
+        `updateTask:${fields.join(',')}${guard}`,
+        () => `UPDATE tasks SET ${['updated_at', ...fields].map((f) => `${f} = @${f}`).join(', ')} WHERE task_id = @task_id${guard}`,
       );
-      if (st.run(set).changes === 0) {
-        throw new FieldmeshError('FM_ERR_TASK_NOT_FOUND', `Task ${taskId} not found`, { details: { task_id: taskId } });
-      }
+      return st.run(set).changes > 0;
     });
   }
 
@@ -390,10 +407,22 @@ export class SqliteStore implements Store {
     const rows = await this.#db
       .selectFrom('tasks')
       .selectAll()
-      .where('status', 'in', ['pending', 'running', 'queued'] satisfies TaskStatus[])
+      .where('status', 'in', ['pending', 'running', 'queued', 'awaiting_approval'] satisfies TaskStatus[])
       // task_id breaks ties so recovery replays tasks in a stable order.
       .orderBy('created_at')
       .orderBy('task_id')
+      .execute();
+    return rows.map(rowToTask);
+  }
+
+  async listTasksByStatus(status: TaskStatus, limit = 1000): Promise<TaskRecord[]> {
+    const rows = await this.#db
+      .selectFrom('tasks')
+      .selectAll()
+      .where('status', '=', status)
+      .orderBy('created_at')
+      .orderBy('task_id')
+      .limit(limit)
       .execute();
     return rows.map(rowToTask);
   }

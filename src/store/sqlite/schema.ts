@@ -44,6 +44,8 @@ export interface TasksTable {
   options: string;
   /** When a queued task expires, ISO 8601. */
   expires_at: string | null;
+  /** JSON ApprovalRecord of a supervised task, or NULL. */
+  approval: string | null;
 }
 
 export interface RunsTable {

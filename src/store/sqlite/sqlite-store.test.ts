@@ -6,7 +6,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isFieldmeshError } from '../../core/errors.js';
 import { sqliteMigrations } from '../migrations.js';
-import type { ApiTokenRecord, NodeRecord, RunRecord, TaskRecord } from '../types.js';
+import type { ApiTokenRecord, ApprovalRecord, NodeRecord, RunRecord, TaskRecord } from '../types.js';
 import { openSqliteStore, type SqliteStore } from './index.js';
 
 function node(overrides: Partial<NodeRecord> = {}): NodeRecord {
@@ -50,6 +50,15 @@ function task(overrides: Partial<TaskRecord> = {}): TaskRecord {
     ...overrides,
   };
 }
+
+/** A supervised task's approval request, not yet decided. */
+const approval: ApprovalRecord = {
+  requested_at: '2025-01-01T00:00:00.000Z',
+  expires_at: '2025-01-01T00:10:00.000Z',
+  decision: null,
+  decided_at: null,
+  reason: null,
+};
 
 function run(overrides: Partial<RunRecord> = {}): RunRecord {
   return {
@@ -239,6 +248,30 @@ describe('SqliteStore', () => {
 
     await store.updateTask('t-early', { status: 'succeeded' });
     expect((await store.listUnfinishedTasks()).map((t) => t.task_id)).toEqual(['t-late']);
+  });
+
+  it('store - a supervised task keeps its approval and counts as unfinished while it waits', async () => {
+    await store.insertTask(task({ task_id: 't-wait', status: 'awaiting_approval', approval }));
+    await store.insertTask(task({ task_id: 't-run', status: 'running', created_at: '2025-01-01T00:00:01.000Z' }));
+    expect((await store.getTask('t-wait'))?.approval).toEqual(approval);
+    expect((await store.listUnfinishedTasks()).map((t) => t.task_id)).toEqual(['t-wait', 't-run']);
+    expect((await store.listTasksByStatus('awaiting_approval')).map((t) => t.task_id)).toEqual(['t-wait']);
+  });
+
+  it('store - transitionTask applies only while the task is in the expected status', async () => {
+    await store.insertTask(task({ task_id: 't-wait', status: 'awaiting_approval', approval }));
+    const approved = { ...approval, decision: 'approved' as const, decided_at: '2025-01-01T00:01:00.000Z', reason: 'ok' };
+    const timedOut = { ...approval, decision: 'timed_out' as const, decided_at: '2025-01-01T00:10:00.000Z' };
+    // Two decisions race: both are issued before either commits, and only the first one applies.
+    const [first, second] = await Promise.all([
+      store.transitionTask('t-wait', 'awaiting_approval', { status: 'pending', approval: approved }),
+      store.transitionTask('t-wait', 'awaiting_approval', { status: 'failed', approval: timedOut }),
+    ]);
+    expect([first, second]).toEqual([true, false]);
+    const stored = await store.getTask('t-wait');
+    expect(stored?.status).toBe('pending');
+    expect(stored?.approval).toEqual(approved);
+    expect(await store.transitionTask('ghost', 'awaiting_approval', { status: 'failed' })).toBe(false);
   });
 
   it('store - run round-trips with JSON fields', async () => {
