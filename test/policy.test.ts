@@ -50,7 +50,7 @@ describe('policy - tool policy and node policy', () => {
     const strictToml = join(c.root, 'strict.toml');
     writeFileSync(strictToml, STRICT_NODE_TOML);
     await c.startGateway(['--config', gatewayToml]);
-    api = ['--api', c.gateway.api];
+    api = ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
     await Promise.all([
       c.startNode({ id: 'open' }),
       c.startNode({ id: 'strict', extraArgs: ['--config', strictToml, '--max-concurrency', '1'] }),

@@ -6,7 +6,7 @@ import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
 import { type GatewayFileOptions, gatewayOptionsFromConfig, mergeGatewayOptions } from '../gateway/options.js';
 import { defaultDataDir } from './client.js';
-import { durationOption, effectiveLogLevel, required, toolModeOption, toolPolicyOption } from './config-options.js';
+import { durationOption, effectiveLogLevel, toolModeOption, toolPolicyOption } from './config-options.js';
 import { collect, intOption } from './format.js';
 
 export function gatewayCommand(program: Command): void {
