@@ -1,9 +1,8 @@
 /** `fieldmesh approvals | approve | reject`: decide on tasks of supervised tools. */
 import type { Command } from 'commander';
-import { FieldmeshClient } from '../client/index.js';
 import type { TaskView } from '../protocol/api.js';
+import { apiOption, clientFrom } from './client.js';
 import { printJson, table } from './format.js';
-import { apiOption } from './nodes.js';
 
 function printDecision(t: TaskView): void {
   const reason = t.approval?.reason ? ` (${t.approval.reason})` : '';
@@ -12,7 +11,7 @@ function printDecision(t: TaskView): void {
 
 export function approvalsCommand(program: Command): void {
   apiOption(program.command('approvals').description('list tasks of supervised tools waiting for an approval')).action(async (o) => {
-    const list = await new FieldmeshClient({ baseUrl: o.api }).listApprovals();
+    const list = await clientFrom(o).listApprovals();
     if (o.json) return printJson({ approvals: list });
     if (list.length === 0) {
       process.stdout.write('no tasks awaiting approval\n');
@@ -40,7 +39,7 @@ export function approvalsCommand(program: Command): void {
   apiOption(
     program.command('approve <task_id>').description('approve a task awaiting approval; it then runs').option('--reason <text>', 'why'),
   ).action(async (id: string, o) => {
-    const t = await new FieldmeshClient({ baseUrl: o.api }).approve(id, o.reason);
+    const t = await clientFrom(o).approve(id, o.reason);
     if (o.json) printJson(t);
     else printDecision(t);
   });
@@ -51,7 +50,7 @@ export function approvalsCommand(program: Command): void {
       .description('reject a task awaiting approval; it fails with FM_ERR_APPROVAL_REJECTED')
       .option('--reason <text>', 'why, kept with the decision'),
   ).action(async (id: string, o) => {
-    const t = await new FieldmeshClient({ baseUrl: o.api }).reject(id, o.reason);
+    const t = await clientFrom(o).reject(id, o.reason);
     if (o.json) printJson(t);
     else printDecision(t);
   });
