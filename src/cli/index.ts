@@ -8,14 +8,18 @@ import { gatewayCommand } from './gateway.js';
 import { nodeCommand } from './node.js';
 import { nodesCommand } from './nodes.js';
 import { runCommand } from './run.js';
+import { stateCommand } from './state.js';
 import { taskCommand } from './task.js';
 
 const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
+// Root options only before the command, so a command may have its own --version (`state set … --version N`).
+program.enablePositionalOptions();
 gatewayCommand(program);
 nodeCommand(program);
 nodesCommand(program);
 taskCommand(program);
 runCommand(program);
+stateCommand(program);
 demoCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -42,6 +42,8 @@ export const ErrorCodes = {
   FM_ERR_POLICY_VIOLATION: { status: 400, retryable: false, message: 'Workflow violates one of its policies' },
   FM_ERR_WORKFLOW_NOT_FOUND: { status: 404, retryable: false, message: 'Workflow not found' },
   FM_ERR_STEP_FAILED: { status: 502, retryable: false, message: 'Workflow step failed' },
+  FM_ERR_STATE_NOT_FOUND: { status: 404, retryable: false, message: 'State document not found' },
+  FM_ERR_VERSION_CONFLICT: { status: 409, retryable: false, message: 'The document changed since the version this write was based on' },
   FM_ERR_UNAVAILABLE: { status: 503, retryable: true, message: 'Gateway is unavailable' },
   FM_ERR_INTERNAL: { status: 500, retryable: false, message: 'Internal error' },
 } as const satisfies Record<string, { status: number; retryable: boolean; message: string }>;

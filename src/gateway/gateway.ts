@@ -15,6 +15,7 @@ import { NodeListener } from './node-listener.js';
 import { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions } from './options.js';
 import { Registry } from './registry.js';
 import { Scheduler } from './scheduler.js';
+import { StateSync } from './state-sync.js';
 import { loadOrCreateGatewayIdentity } from './tls.js';
 import { WorkflowEngine } from './workflows.js';
 
@@ -25,6 +26,7 @@ export class Gateway {
   readonly dispatcher: Dispatcher;
   readonly workflows: WorkflowEngine;
   readonly metrics: GatewayMetrics;
+  readonly state: StateSync;
   /** `http://host:port` of the API once started. */
   apiUrl = '';
   /** `host:port` of the node listener once started. */
@@ -77,6 +79,7 @@ export class Gateway {
       envAllow: options.envAllow,
       egressTools: options.egressTools,
     });
+    this.state = new StateSync(store, this.registry, { logger: options.logger });
     this.#listener = listener(this);
     const router = new Router(options.maxBodyBytes, options.logger);
     registerRoutes(router, {
@@ -85,6 +88,7 @@ export class Gateway {
       dispatcher: this.dispatcher,
       workflows: this.workflows,
       metrics: this.metrics,
+      state: this.state,
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
     this.#http = createServer((req, res) => {
@@ -108,7 +112,7 @@ export class Gateway {
       options,
       store,
       (g) =>
-        new NodeListener(identity, g.registry, g.dispatcher, {
+        new NodeListener(identity, g.registry, g.dispatcher, g.state, {
           host: options.listen.host,
           port: options.listen.port,
           maxFrameBytes: options.maxFrameBytes,

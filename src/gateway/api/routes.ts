@@ -23,9 +23,11 @@ import { NodeStatus, type RunRecord, RunStatus, type Store, type TaskRecord } fr
 import type { Dispatcher } from '../dispatcher.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { NodeEntry, Registry } from '../registry.js';
+import type { StateSync } from '../state-sync.js';
 import { compileWorkflow, type WorkflowEngine } from '../workflows.js';
 import { checker, type Router, reply, textReply } from './http.js';
 import { buildOpenApi } from './openapi.js';
+import { registerStateRoutes } from './state-routes.js';
 
 export interface ApiDeps {
   store: Store;
@@ -33,6 +35,7 @@ export interface ApiDeps {
   dispatcher: Dispatcher;
   workflows: WorkflowEngine;
   metrics: GatewayMetrics;
+  state: StateSync;
   stats: () => Record<string, number>;
 }
 
@@ -440,6 +443,8 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       return { ok: true, run_id: run.run_id, entries: await store.listAudit(run.run_id) };
     },
   });
+
+  registerStateRoutes(router, deps.state);
 }
 
 /** A failed task answers with its error's status; codes from a tool outside the table are a bad gateway. */

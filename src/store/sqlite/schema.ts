@@ -89,6 +89,24 @@ export interface InvocationsTable {
   error: string;
 }
 
+/** One state document; a side never written has version 0 and NULL data. */
+export interface StateDocsTable {
+  node_id: string;
+  doc: string;
+  strategy: string;
+  desired_version: number;
+  /** JSON object. */
+  desired_data: string | null;
+  desired_checksum: string | null;
+  desired_updated_at: string | null;
+  reported_version: number;
+  reported_data: string | null;
+  reported_checksum: string | null;
+  reported_updated_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -96,4 +114,5 @@ export interface Database {
   workflows: WorkflowsTable;
   audit_log: AuditLogTable;
   invocations: InvocationsTable;
+  state_docs: StateDocsTable;
 }
