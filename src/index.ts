@@ -6,6 +6,7 @@ export * from './edge/index.js';
 export { Gateway, type GatewayOptions } from './gateway/index.js';
 export { NodeAgent } from './node/agent.js';
 export type { NodeOptions } from './node/options.js';
-export type { ToolContext, ToolDefinition } from './node/tools/types.js';
+export type { ToolContext, ToolDefinition, ToolState } from './node/tools/types.js';
 export * from './protocol/api.js';
+export { CONFLICT_STRATEGIES, ConflictStrategy, type StateDocument } from './protocol/state.js';
 export type { Target } from './protocol/target.js';

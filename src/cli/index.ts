@@ -10,10 +10,13 @@ import { nodeCommand } from './node.js';
 import { nodesCommand } from './nodes.js';
 import { pairCommand } from './pair.js';
 import { runCommand } from './run.js';
+import { stateCommand } from './state.js';
 import { taskCommand } from './task.js';
 import { tokensCommand } from './tokens.js';
 
 const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
+// Root options only before the command, so a command may have its own --version (`state set … --version N`).
+program.enablePositionalOptions();
 gatewayCommand(program);
 nodeCommand(program);
 nodesCommand(program);
@@ -22,6 +25,7 @@ taskCommand(program);
 runCommand(program);
 tokensCommand(program);
 approvalsCommand(program);
+stateCommand(program);
 demoCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -27,6 +27,9 @@ import type {
   PendingNodeView,
   RevocationView,
   RunView,
+  StateDocSummary,
+  StateDocView,
+  StatePutBody,
   TaskView,
   TokenCreated,
   TokenView,
@@ -53,12 +56,15 @@ export class FieldmeshApiError extends Error {
   readonly code: string;
   readonly status: number;
   readonly body: unknown;
+  /** The error's details, e.g. `current_version` of FM_ERR_VERSION_CONFLICT. */
+  readonly details: Record<string, unknown> | undefined;
 
   constructor(status: number, error: ErrorBody, body: unknown) {
     super(error.message);
     this.code = error.code;
     this.status = status;
     this.body = body;
+    this.details = error.details;
   }
 }
 
@@ -232,6 +238,25 @@ export class FieldmeshClient {
   /** Rejects a task awaiting approval (admin scope); it fails with FM_ERR_APPROVAL_REJECTED. */
   reject(taskId: string, reason?: string): Promise<TaskView> {
     return this.#request('POST', `/v1/approvals/${encodeURIComponent(taskId)}/reject`, reason === undefined ? {} : { reason });
+  }
+
+  /** A node's state documents with the versions of both sides. */
+  async listState(nodeId: string): Promise<StateDocSummary[]> {
+    return (await this.#request<{ docs: StateDocSummary[] }>('GET', `/v1/nodes/${encodeURIComponent(nodeId)}/state`)).docs;
+  }
+
+  /** One state document: desired (written here) and reported (held by the node). Throws FM_ERR_STATE_NOT_FOUND for none. */
+  getState(nodeId: string, doc: string): Promise<StateDocView> {
+    return this.#request('GET', `/v1/nodes/${encodeURIComponent(nodeId)}/state/${encodeURIComponent(doc)}`);
+  }
+
+  /**
+   * Writes the desired side of a state document. With `version` (the desired
+   * version it is based on, 0 for a new document) a stale write throws
+   * FM_ERR_VERSION_CONFLICT, whose `details.current_version` is the current one.
+   */
+  putState(nodeId: string, doc: string, data: Record<string, unknown>, options: Omit<StatePutBody, 'data'> = {}): Promise<StateDocView> {
+    return this.#request('PUT', `/v1/nodes/${encodeURIComponent(nodeId)}/state/${encodeURIComponent(doc)}`, { data, ...options });
   }
 
   openapi(): Promise<Record<string, unknown>> {

@@ -65,6 +65,8 @@ export const ErrorCodes = {
   FM_ERR_APPROVAL_TIMEOUT: { status: 504, retryable: false, message: 'No approval decision came in time' },
   FM_ERR_NOT_AWAITING_APPROVAL: { status: 409, retryable: false, message: 'Task is not awaiting approval' },
   FM_ERR_NODE_POLICY_DENIED: { status: 403, retryable: false, message: "The node's own policy refuses this task" },
+  FM_ERR_STATE_NOT_FOUND: { status: 404, retryable: false, message: 'State document not found' },
+  FM_ERR_VERSION_CONFLICT: { status: 409, retryable: false, message: 'The document changed since the version this write was based on' },
   FM_ERR_UNAVAILABLE: { status: 503, retryable: true, message: 'Gateway is unavailable' },
   FM_ERR_NO_GATEWAY_FOUND: { status: 503, retryable: true, message: 'No gateway answered discovery' },
   FM_ERR_DISCOVERY_UNAVAILABLE: { status: 503, retryable: false, message: 'Discovery could not start on this network interface' },

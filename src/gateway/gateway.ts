@@ -19,6 +19,7 @@ import { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions
 import { PairingService } from './pairing.js';
 import { Registry } from './registry.js';
 import { Scheduler } from './scheduler.js';
+import { StateSync } from './state-sync.js';
 import { type GatewayIdentity, loadOrCreateGatewayIdentity } from './tls.js';
 import { ApiTokens } from './tokens.js';
 import { WorkflowEngine } from './workflows.js';
@@ -30,6 +31,7 @@ export class Gateway {
   readonly dispatcher: Dispatcher;
   readonly workflows: WorkflowEngine;
   readonly metrics: GatewayMetrics;
+  readonly state: StateSync;
   readonly pairing: PairingService;
   readonly tokens: ApiTokens;
   /** `http://host:port` (or `https://` with apiTls) of the API once started. */
@@ -88,6 +90,7 @@ export class Gateway {
       egressTools: options.egressTools,
     });
     this.pairing = new PairingService(store, identity, { nodeCertTtlMs: options.nodeCertTtlMs, logger: options.logger });
+    this.state = new StateSync(store, this.registry, { logger: options.logger });
     this.#listener = listener(this);
     this.tokens = new ApiTokens(store, options.logger);
     const router = new Router(options.maxBodyBytes, options.logger, this.tokens);
@@ -98,6 +101,7 @@ export class Gateway {
       workflows: this.workflows,
       metrics: this.metrics,
       pairing: this.pairing,
+      state: this.state,
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
     registerTokenRoutes(router, this.tokens);
@@ -127,7 +131,7 @@ export class Gateway {
       store,
       identity,
       (g) =>
-        new NodeListener(identity, g.registry, g.dispatcher, g.pairing, {
+        new NodeListener(identity, g.registry, g.dispatcher, g.pairing, g.state, {
           host: options.listen.host,
           port: options.listen.port,
           maxFrameBytes: options.maxFrameBytes,

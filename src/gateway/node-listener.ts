@@ -26,6 +26,7 @@ import type { Dispatcher } from './dispatcher.js';
 import type { PairingService } from './pairing.js';
 import { PAIRING_MAX_FRAME_BYTES, PairingEndpoint } from './pairing-endpoint.js';
 import type { NodeConnection, NodeEntry, Registry } from './registry.js';
+import type { StateSync } from './state-sync.js';
 import type { GatewayIdentity } from './tls.js';
 import { TlsRouter } from './tls-router.js';
 
@@ -87,15 +88,24 @@ export class NodeListener {
   readonly #registry: Registry;
   readonly #dispatcher: Dispatcher;
   readonly #pairing: PairingService;
+  readonly #state: StateSync;
   readonly #opts: NodeListenerOptions;
   /** The certificate serial each live node-protocol socket presented. */
   readonly #peers = new Map<WebSocket, PeerIdentity>();
   readonly stats: ListenerStats = { frames_rejected: 0, connections: 0 };
 
-  constructor(identity: GatewayIdentity, registry: Registry, dispatcher: Dispatcher, pairing: PairingService, opts: NodeListenerOptions) {
+  constructor(
+    identity: GatewayIdentity,
+    registry: Registry,
+    dispatcher: Dispatcher,
+    pairing: PairingService,
+    state: StateSync,
+    opts: NodeListenerOptions,
+  ) {
     this.#registry = registry;
     this.#dispatcher = dispatcher;
     this.#pairing = pairing;
+    this.#state = state;
     this.#opts = opts;
     this.#server = createServer({
       key: identity.keyPem,
@@ -267,12 +277,13 @@ export class NodeListener {
         }
         return;
       }
-      this.#handle(entry, frame, reject);
+      this.#handle(entry, conn, frame, reject);
     });
 
     ws.on('error', (err) => this.#opts.logger.debug('node socket error', { error: err.message, node_id: entry?.record.node_id }));
     ws.on('close', (code, reason) => {
       this.#peers.delete(ws);
+      this.#state.connectionClosed(conn);
       if (!entry) return;
       this.#opts.logger.info('node disconnected', { node_id: entry.record.node_id, code, reason: reason.toString() });
       void this.#registry.disconnected(entry.record.node_id, conn);
@@ -372,14 +383,21 @@ export class NodeListener {
     }
   }
 
-  #handle(entry: NodeEntry, frame: Frame, reject: (code: string, message: string, taskId?: string) => void): void {
+  #handle(entry: NodeEntry, conn: NodeConnection, frame: Frame, reject: (code: string, message: string, taskId?: string) => void): void {
     if ('node_id' in frame && frame.node_id !== entry.record.node_id) {
       reject('FM_ERR_MALFORMED_FRAME', `Frame names node "${frame.node_id}" but this connection registered as "${entry.record.node_id}"`);
       return;
     }
     switch (frame.type) {
       case 'NODE_READY':
-        void this.#registry.ready(entry);
+        // SYNCING until its state documents are caught up; a connection replaced meanwhile changes nothing.
+        void this.#state.catchUp(entry, conn).then(() => (entry.conn === conn ? this.#registry.ready(entry) : undefined));
+        return;
+      case 'SYNC_REQUEST':
+        void this.#state.onSyncRequest(entry, conn, frame);
+        return;
+      case 'STATE_ACK':
+        void this.#state.onAck(entry, conn, frame);
         return;
       case 'HEARTBEAT':
         this.#registry.heartbeat(entry, frame.load);

@@ -19,11 +19,14 @@ import {
   type FrameType,
   type NodePolicy,
   PROTOCOL_VERSIONS,
+  type StatePushFrame,
+  type SyncResponseFrame,
   type TaskFrame,
   type WelcomeFrame,
 } from '../protocol/frames.js';
 import { createNodeCsr, generateTlsKeyPem } from '../protocol/pki.js';
 import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult, verifyTask } from '../protocol/signing.js';
+import type { StateDocument } from '../protocol/state.js';
 import { type CompiledNodeOptions, compileNodeOptions, type NodeOptions } from './options.js';
 import {
   checkIssuedCertificate,
@@ -35,6 +38,7 @@ import {
 } from './pairing.js';
 import { checkTaskPolicy, nodePolicy } from './policy.js';
 import { type RunHandle, type RunOutcome, ToolRuntime } from './runtime.js';
+import { NodeStateJournal } from './state.js';
 
 export const NODE_CONNECT_PATH = '/v1/connect';
 export const SIGNING_KEY_FILE = 'signing.key';
@@ -133,6 +137,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   readonly policy: NodePolicy;
   private readonly keys: SigningKeys;
   private readonly runtime: ToolRuntime;
+  /** The node's state documents and their durable journal. */
+  readonly journal: NodeStateJournal;
   private readonly caPem: string | undefined;
   private identity: NodeIdentity;
   private readonly log: Logger;
@@ -159,6 +165,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     options: CompiledNodeOptions,
     keys: SigningKeys,
     runtime: ToolRuntime,
+    journal: NodeStateJournal,
     capabilities: string[],
     identity: NodeIdentity,
     caPem: string | undefined,
@@ -168,6 +175,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.keys = keys;
     this.publicKeyPem = keys.publicKeyPem;
     this.runtime = runtime;
+    this.journal = journal;
     this.capabilities = capabilities;
     this.identity = identity;
     this.policy = nodePolicy(options);
@@ -202,6 +210,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         );
       }
     }
+    const journal = await NodeStateJournal.open(opts.dataDir, opts.logger);
+    // Tools reach the journal through the agent, which reports their writes; it exists only once the runtime does.
+    let agentRef: NodeAgent | undefined;
     const identity = await NodeAgent.pairIfNeeded(opts, keys, caPem);
     const [runtime, detected] = await Promise.all([
       ToolRuntime.create({
@@ -210,13 +221,27 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         memoryMb: opts.workerMemoryMb,
         nodeId: opts.id,
         logger: opts.logger,
+        state: {
+          get: (doc) => journal.get(doc),
+          set: (doc, data) => {
+            if (!agentRef) throw new FieldmeshError('FM_ERR_SHUTTING_DOWN', 'Node agent is not running');
+            return agentRef.setState(doc, data);
+          },
+        },
       }),
       detectGpuCapabilities(),
     ]);
     const capabilities = [
       ...new Set([...opts.capabilities, ...runtime.descriptors().map((t) => `tool:${t.name}`), `platform:${opts.platform}`, ...detected]),
     ];
-    const agent = new NodeAgent(opts, keys, runtime, capabilities, identity, caPem);
+    const agent = new NodeAgent(opts, keys, runtime, journal, capabilities, identity, caPem);
+    agentRef = agent;
+    opts.logger.info('node starting', {
+      node_id: opts.id,
+      gateway: formatHostPort(opts.gateway),
+      data_dir: opts.dataDir,
+      state_docs: journal.docs().length,
+    });
     agent.connect();
     return agent;
   }
@@ -284,6 +309,23 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   /** Id the gateway gave in its last WELCOME. */
   get connectedGatewayId(): string | undefined {
     return this.gatewayId;
+  }
+
+  /**
+   * Writes the node's copy of a state document (as tools do through
+   * `ctx.state.set`): journaled durably, then reported to the gateway at once
+   * if connected, or on the next connection.
+   */
+  async setState(doc: string, data: unknown): Promise<StateDocument> {
+    const written = await this.journal.set(doc, data);
+    const conn = this.conn;
+    if (conn?.welcomed) this.sendSyncRequest(conn, doc);
+    return written;
+  }
+
+  private sendSyncRequest(conn: Connection, doc: string, full = false): void {
+    // Half a frame for pending changes leaves room for the full document and the envelope.
+    this.send(conn, 'SYNC_REQUEST', this.journal.syncRequest(doc, Math.floor(this.frameLimit / 2), full));
   }
 
   /** Stops heartbeats and reconnects, closes the socket with 1000 and shuts the worker pool down. */
@@ -428,6 +470,15 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       case 'CERT_ISSUED':
         this.onCertIssued(conn, frame);
         return;
+      case 'STATE_PUSH':
+        void this.onStatePush(conn, frame);
+        return;
+      case 'STATE_ACK':
+        if (frame.side === 'reported') void this.journal.confirm(frame.doc, frame.version).catch(() => undefined);
+        return;
+      case 'SYNC_RESPONSE':
+        void this.onSyncResponse(conn, frame);
+        return;
       case 'ERROR':
         if (
           frame.code === 'FM_ERR_CERT_REVOKED' ||
@@ -468,6 +519,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.gatewayId = frame.gateway_id;
     this.reconnectAttempt = 0;
     this.state = 'ready';
+    // Every document's versions and pending changes first: the gateway keeps the node SYNCING until they are settled.
+    for (const doc of this.journal.docs()) this.sendSyncRequest(conn, doc);
     this.send(conn, 'NODE_READY', { node_id: this.options.id });
     this.flushOutbox(conn);
     this.scheduleHeartbeat(conn);
@@ -622,6 +675,45 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.running.delete(key);
       this.sendResult(frame, outcome, performance.now() - started, key);
     });
+  }
+
+  /** Desired state from the gateway: journaled and adopted, reported if it changed the node's copy, then acknowledged. */
+  private async onStatePush(conn: Connection, frame: StatePushFrame): Promise<void> {
+    try {
+      const outcome = await this.journal.applyDesired(frame.doc, frame.desired, frame.resync);
+      if (!outcome.accepted) {
+        this.log.warn('desired state does not match its checksum; ignored', { doc: frame.doc, version: frame.desired.version });
+        this.sendError(conn, {
+          code: 'FM_ERR_MALFORMED_FRAME',
+          message: `STATE_PUSH for "${frame.doc}" version ${frame.desired.version} does not match its checksum`,
+        });
+        return;
+      }
+      if (outcome.adopted) {
+        this.log.info('adopted desired state', { doc: frame.doc, desired_version: outcome.version, resync: frame.resync || undefined });
+        this.sendSyncRequest(conn, frame.doc);
+      }
+      this.send(conn, 'STATE_ACK', { doc: frame.doc, side: 'desired', version: outcome.version });
+    } catch (err) {
+      // Not acknowledged: the gateway sends it again on the next connection.
+      this.log.error('could not apply desired state', { doc: frame.doc, error: (err as Error).message });
+    }
+  }
+
+  /** The gateway asks for a whole document (resync), or returns its newer copy of one this node lost. */
+  private async onSyncResponse(conn: Connection, frame: SyncResponseFrame): Promise<void> {
+    try {
+      if (frame.reported && (await this.journal.restore(frame.doc, frame.reported))) {
+        this.log.info('restored state from the gateway', { doc: frame.doc, version: frame.reported.version });
+        this.sendSyncRequest(conn, frame.doc);
+      }
+      if (frame.resync) {
+        this.log.info('gateway asked for a full resync', { doc: frame.doc });
+        this.sendSyncRequest(conn, frame.doc, true);
+      }
+    } catch (err) {
+      this.log.error('could not answer a state sync response', { doc: frame.doc, error: (err as Error).message });
+    }
   }
 
   private onCancel(frame: CancelFrame): void {

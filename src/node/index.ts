@@ -28,4 +28,4 @@ export {
   TLS_DIR,
 } from './pairing.js';
 export { type RunHandle, type RunOutcome, type RunRequest, ToolRuntime, type ToolRuntimeOptions } from './runtime.js';
-export type { ToolContext, ToolDefinition, ToolDescriptor } from './tools/types.js';
+export type { ToolContext, ToolDefinition, ToolDescriptor, ToolState } from './tools/types.js';

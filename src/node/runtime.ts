@@ -1,10 +1,19 @@
 // ToolRuntime: a pool of long-lived worker threads that runs tool calls with schema checks, deadlines, cancellation and crash isolation.
 import { Worker } from 'node:worker_threads';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+import { type ErrorBody, FieldmeshError, toErrorBody } from '../core/errors.js';
 import { type Logger, silentLogger } from '../core/logger.js';
+import type { StateDocument } from '../protocol/state.js';
 import { describeTool, type ToolDefinition, type ToolDescriptor } from './tools/types.js';
-import { loadToolDefinitions, WORKER_ROLE, type WorkerInit, type WorkerRequest, type WorkerResponse } from './worker.js';
+import {
+  loadToolDefinitions,
+  type StateCall,
+  type StateReply,
+  WORKER_ROLE,
+  type WorkerInit,
+  type WorkerRequest,
+  type WorkerResponse,
+} from './worker.js';
 
 export type RunOutcome = { ok: true; output: unknown } | { ok: false; error: ErrorBody };
 
@@ -33,6 +42,14 @@ export interface ToolRuntimeOptions {
   /** Passed to tools as `ctx.node_id`. @default '' */
   nodeId?: string;
   logger?: Logger;
+  /** Serves tools' `ctx.state` calls; without it they fail with FM_ERR_INTERNAL. */
+  state?: StateHost;
+}
+
+/** The node side of `ctx.state`: the agent's journal. */
+export interface StateHost {
+  get(doc: string): StateDocument | null | Promise<StateDocument | null>;
+  set(doc: string, data: unknown): Promise<StateDocument>;
 }
 
 interface CompiledTool {
@@ -78,6 +95,7 @@ export class ToolRuntime {
   private readonly memoryMb: number;
   private readonly init: WorkerInit;
   private readonly logger: Logger;
+  private readonly state: StateHost | undefined;
   private readonly slots: Slot[] = [];
   private readonly queue: Job[] = [];
   private readonly exits = new Set<Promise<unknown>>();
@@ -91,6 +109,7 @@ export class ToolRuntime {
     this.size = opts.size;
     this.memoryMb = opts.memoryMb ?? 256;
     this.logger = opts.logger ?? silentLogger;
+    this.state = opts.state;
     this.init = { role: WORKER_ROLE, nodeId: opts.nodeId ?? '', toolModules: [...(opts.toolModules ?? [])] };
   }
 
@@ -212,7 +231,10 @@ export class ToolRuntime {
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     this.exits.add(exited);
     void exited.then(() => this.exits.delete(exited));
-    worker.on('message', (res: WorkerResponse) => this.onMessage(slot, res));
+    worker.on('message', (res: WorkerResponse | StateCall) => {
+      if ('type' in res) this.onStateCall(slot, res);
+      else this.onMessage(slot, res);
+    });
     worker.on('error', (err: Error & { code?: string }) => {
       slot.failure = err;
     });
@@ -236,6 +258,34 @@ export class ToolRuntime {
       return;
     }
     this.finish(job, { ok: true, output: res.output });
+  }
+
+  /** A tool's `ctx.state` call; only the call its worker is running now may use state. */
+  private onStateCall(slot: Slot, msg: StateCall): void {
+    const reply = (r: StateReply) => {
+      try {
+        slot.worker.postMessage(r);
+      } catch {
+        // The worker is gone; nobody waits for the answer.
+      }
+    };
+    const fail = (error: ErrorBody) => reply({ type: 'state_reply', call: msg.call, ok: false, error });
+    const job = slot.job;
+    if (!job || job.id !== msg.id || job.settled) {
+      fail({ code: 'FM_ERR_CANCELLED', message: 'The tool call has already finished' });
+      return;
+    }
+    const host = this.state;
+    if (!host) {
+      fail({ code: 'FM_ERR_INTERNAL', message: 'State documents are not available in this runtime' });
+      return;
+    }
+    Promise.resolve()
+      .then(() => (msg.op === 'get' ? host.get(msg.doc) : host.set(msg.doc, msg.data)))
+      .then(
+        (value) => reply({ type: 'state_reply', call: msg.call, ok: true, value }),
+        (err: unknown) => fail(toErrorBody(err)),
+      );
   }
 
   private onExit(slot: Slot, code: number): void {

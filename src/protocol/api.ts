@@ -3,7 +3,15 @@
  * client SDK, the run-time checks in the gateway and the OpenAPI document.
  */
 import { type Static, Type } from '@sinclair/typebox';
-import { ErrorBodySchema, LoadSchema, LocationSchema, NodeId, NodePolicySchema, ToolDescriptorSchema } from './frames.js';
+import {
+  ErrorBodySchema,
+  LoadSchema,
+  LocationSchema,
+  NodeId,
+  NodePolicySchema,
+  StateDocumentSchema,
+  ToolDescriptorSchema,
+} from './frames.js';
 import { OfflineBehaviorSchema, RetryPolicySchema, TargetSchema } from './target.js';
 
 const Json = Type.Unknown();
@@ -390,3 +398,50 @@ export type TokenView = Static<typeof TokenView>;
 
 export const TokenList = Type.Object({ ok: Type.Literal(true), tokens: Type.Array(TokenView) });
 export const TokenRevoked = Type.Object({ ok: Type.Literal(true), ...TokenView.properties });
+
+export const ConflictStrategySchema = Type.Union([Type.Literal('remote_wins'), Type.Literal('local_wins'), Type.Literal('latest_wins')], {
+  description: 'Who wins when the node and the gateway both changed the document: the gateway, the node, or the later write',
+});
+
+export const StatePutBody = Type.Object(
+  {
+    data: Type.Record(Type.String(), Json, { description: 'The desired state, a JSON object' }),
+    version: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        description: 'The desired version this write is based on (0: a new document); a stale one is refused with 409',
+      }),
+    ),
+    strategy: Type.Optional(ConflictStrategySchema),
+  },
+  { additionalProperties: false },
+);
+export type StatePutBody = Static<typeof StatePutBody>;
+
+export const StateDocView = Type.Object({
+  ok: Type.Literal(true),
+  node_id: Type.String(),
+  doc: Type.String(),
+  strategy: ConflictStrategySchema,
+  /** Written at the gateway. */
+  desired: Type.Union([StateDocumentSchema, Type.Null()]),
+  /** What the node last reported holding. */
+  reported: Type.Union([StateDocumentSchema, Type.Null()]),
+  /** True when the node reports the desired data (or nothing is desired). */
+  in_sync: Type.Boolean(),
+  updated_at: Type.String(),
+});
+export type StateDocView = Static<typeof StateDocView>;
+
+export const StateDocSummary = Type.Object({
+  doc: Type.String(),
+  strategy: ConflictStrategySchema,
+  desired_version: Type.Union([Type.Integer(), Type.Null()]),
+  reported_version: Type.Union([Type.Integer(), Type.Null()]),
+  in_sync: Type.Boolean(),
+  updated_at: Type.String(),
+});
+export type StateDocSummary = Static<typeof StateDocSummary>;
+
+export const StateDocList = Type.Object({ ok: Type.Literal(true), node_id: Type.String(), docs: Type.Array(StateDocSummary) });
+export type StateDocList = Static<typeof StateDocList>;

@@ -67,6 +67,25 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     timestamp: '2025-01-01T00:00:00.000Z',
   },
   CANCEL: { v: 1, type: 'CANCEL', task_id: 'task_1', attempt: 2, reason: 'cancelled by user' },
+  SYNC_REQUEST: {
+    v: 1,
+    type: 'SYNC_REQUEST',
+    doc: 'config',
+    reported: { version: 3, checksum: hash },
+    desired: null,
+    pending: [
+      { version: 3, data: { mode: 'eco' }, checksum: hash, updated_at: '2025-01-01T00:00:00.000Z', origin: 'local', base_desired: 0 },
+    ],
+  },
+  SYNC_RESPONSE: { v: 1, type: 'SYNC_RESPONSE', doc: 'config', resync: true },
+  STATE_PUSH: {
+    v: 1,
+    type: 'STATE_PUSH',
+    doc: 'config',
+    desired: { version: 2, data: { mode: 'eco' }, checksum: hash, updated_at: '2025-01-01T00:00:00.000Z' },
+    resync: false,
+  },
+  STATE_ACK: { v: 1, type: 'STATE_ACK', doc: 'config', side: 'reported', version: 3 },
   ERROR: { v: 1, type: 'ERROR', code: 'FM_ERR_MALFORMED_FRAME', message: 'bad', task_id: 'task_1' },
   CERT_RENEW: {
     v: 1,
@@ -190,6 +209,10 @@ describe('codec - malformed frames', () => {
     ['REGISTER', 'capabilities', 'hardware:gps'],
     ['REGISTER', 'location', { lat: 91, lon: 0 }],
     ['REGISTER', 'tools', [{ name: 'bad name!', description: '', input_schema: {}, output_schema: {} }]],
+    ['SYNC_REQUEST', 'doc', '../etc/passwd'],
+    ['SYNC_REQUEST', 'reported', { version: -1, checksum: hash }],
+    ['STATE_PUSH', 'desired', { version: 1, data: [], checksum: hash, updated_at: 'now' }],
+    ['STATE_ACK', 'side', 'both'],
   ] as const)('codec - a %s frame with a bad %s (%j) is FM_ERR_MALFORMED_FRAME naming the field', (type, field, value) => {
     const { code, message } = failure(decode({ ...valid[type], [field]: value }));
     expect(code).toBe('FM_ERR_MALFORMED_FRAME');

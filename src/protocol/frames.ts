@@ -2,9 +2,11 @@
  * Wire frames between gateway and node: JSON text frames over WebSocket, each
  * `{ v, type, ... }`, one TypeBox schema per type. Names follow the original
  * swarm distribution design (REGISTER → WELCOME → NODE_READY, HEARTBEAT,
- * TASK/TASK_ACK/TASK_RESULT, CANCEL, ERROR).
+ * TASK/TASK_ACK/TASK_RESULT, CANCEL, ERROR) and of the edge module's state
+ * sync (SYNC_REQUEST/SYNC_RESPONSE, STATE_PUSH/STATE_ACK).
  */
 import { type Static, Type } from '@sinclair/typebox';
+import { STATE_DOC_MAX_LENGTH, STATE_DOC_PATTERN } from './state.js';
 
 /** Protocol versions this build speaks, newest last. */
 export const PROTOCOL_VERSIONS = [1] as const;
@@ -19,6 +21,10 @@ export const FrameType = {
   TaskAck: 'TASK_ACK',
   TaskResult: 'TASK_RESULT',
   Cancel: 'CANCEL',
+  SyncRequest: 'SYNC_REQUEST',
+  SyncResponse: 'SYNC_RESPONSE',
+  StatePush: 'STATE_PUSH',
+  StateAck: 'STATE_ACK',
   Error: 'ERROR',
   CertRenew: 'CERT_RENEW',
   CertIssued: 'CERT_ISSUED',
@@ -158,6 +164,70 @@ export const CancelFrame = Type.Object({
   reason: Type.Optional(Type.String({ maxLength: 1024 })),
 });
 
+const StateDocName = Type.String({ minLength: 1, maxLength: STATE_DOC_MAX_LENGTH, pattern: STATE_DOC_PATTERN.source });
+const Checksum = Type.String({ pattern: '^sha256:[0-9a-f]{64}$' });
+const StateVersion = Type.Integer({ minimum: 0 });
+
+/** One side of a state document: `{ version, data, checksum, updated_at }`. */
+export const StateDocumentSchema = Type.Object({
+  version: StateVersion,
+  data: Type.Record(Type.String(), Json),
+  checksum: Checksum,
+  updated_at: Type.String({ minLength: 1, maxLength: 64 }),
+});
+
+/** What a side holds without its data, for comparing. */
+export const StateHeadSchema = Type.Object({ version: StateVersion, checksum: Checksum });
+
+/** A node's change not yet confirmed: a tool wrote it (`local`), or the node adopted desired data (`desired`). */
+export const StateChangeSchema = Type.Object({
+  ...StateDocumentSchema.properties,
+  origin: Type.Union([Type.Literal('local'), Type.Literal('desired')]),
+  /** The desired version the node had seen when it made the change; a newer desired means both sides changed. */
+  base_desired: StateVersion,
+});
+
+/** Node → gateway, per document after WELCOME and after every local change: what the node holds and has not had confirmed. */
+export const SyncRequestFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('SYNC_REQUEST'),
+  doc: StateDocName,
+  /** The node's own (reported) state. */
+  reported: Type.Union([StateHeadSchema, Type.Null()]),
+  /** The desired state the node last received. */
+  desired: Type.Union([StateHeadSchema, Type.Null()]),
+  pending: Type.Array(StateChangeSchema, { maxItems: 1000 }),
+  /** The whole reported state, sent when the gateway asked for a resync. */
+  full: Type.Optional(StateDocumentSchema),
+});
+
+/** Gateway → node: `resync` asks for the whole document; `reported` returns the gateway's newer copy to a node that lost it. */
+export const SyncResponseFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('SYNC_RESPONSE'),
+  doc: StateDocName,
+  resync: Type.Boolean(),
+  reported: Type.Optional(StateDocumentSchema),
+});
+
+/** Gateway → node: desired state to adopt; `resync` replaces the node's copy even at the same or a lower version. */
+export const StatePushFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('STATE_PUSH'),
+  doc: StateDocName,
+  desired: StateDocumentSchema,
+  resync: Type.Boolean(),
+});
+
+/** Confirms one side of a document up to a version: gateway → node for `reported`, node → gateway for `desired`. */
+export const StateAckFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('STATE_ACK'),
+  doc: StateDocName,
+  side: Type.Union([Type.Literal('reported'), Type.Literal('desired')]),
+  version: StateVersion,
+});
+
 export const ErrorFrame = Type.Object({
   v: Type.Integer({ minimum: 1 }),
   type: Type.Literal('ERROR'),
@@ -194,6 +264,10 @@ export const FrameSchemas = {
   TASK_ACK: TaskAckFrame,
   TASK_RESULT: TaskResultFrame,
   CANCEL: CancelFrame,
+  SYNC_REQUEST: SyncRequestFrame,
+  SYNC_RESPONSE: SyncResponseFrame,
+  STATE_PUSH: StatePushFrame,
+  STATE_ACK: StateAckFrame,
   ERROR: ErrorFrame,
   CERT_RENEW: CertRenewFrame,
   CERT_ISSUED: CertIssuedFrame,
@@ -211,6 +285,13 @@ export type ErrorFrame = Static<typeof ErrorFrame>;
 export type CertRenewFrame = Static<typeof CertRenewFrame>;
 export type CertIssuedFrame = Static<typeof CertIssuedFrame>;
 
+export type SyncRequestFrame = Static<typeof SyncRequestFrame>;
+export type SyncResponseFrame = Static<typeof SyncResponseFrame>;
+export type StatePushFrame = Static<typeof StatePushFrame>;
+export type StateAckFrame = Static<typeof StateAckFrame>;
+export type StateChange = Static<typeof StateChangeSchema>;
+export type StateHead = Static<typeof StateHeadSchema>;
+
 export type Frame =
   | RegisterFrame
   | WelcomeFrame
@@ -222,7 +303,11 @@ export type Frame =
   | CancelFrame
   | ErrorFrame
   | CertRenewFrame
-  | CertIssuedFrame;
+  | CertIssuedFrame
+  | SyncRequestFrame
+  | SyncResponseFrame
+  | StatePushFrame
+  | StateAckFrame;
 
 /** A frame without its envelope version, as handlers build them. */
 export type FrameBody<F extends Frame> = Omit<F, 'v'>;

@@ -268,6 +268,35 @@ const approvals: Migration = {
   },
 };
 
+/** Named state documents per node: the desired and reported sides, each with its version, data and checksum. */
+const state: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('state_docs')
+        .ifNotExists()
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('doc', 'text', (c) => c.notNull())
+        .addColumn('strategy', 'text', (c) => c.notNull())
+        .addColumn('desired_version', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('desired_data', 'text')
+        .addColumn('desired_checksum', 'text')
+        .addColumn('desired_updated_at', 'text')
+        .addColumn('reported_version', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('reported_data', 'text')
+        .addColumn('reported_checksum', 'text')
+        .addColumn('reported_updated_at', 'text')
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('state_docs_pk', ['node_id', 'doc'])
+        .execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('state_docs').ifExists().execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
@@ -276,4 +305,5 @@ export const sqliteMigrations: Record<string, Migration> = {
   '0005_invocations': invocations,
   '0006_api_tokens': apiTokens,
   '0007_approvals': approvals,
+  '0008_state': state,
 };

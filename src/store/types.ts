@@ -5,6 +5,7 @@
  */
 import type { ErrorBody } from '../core/errors.js';
 import type { JsonValue } from '../protocol/json.js';
+import type { ConflictStrategy, StateDocument } from '../protocol/state.js';
 import type { OfflineBehavior, RetryPolicy } from '../protocol/target.js';
 
 export const NodeStatus = {
@@ -257,6 +258,27 @@ export interface ApiTokenRecord {
   revoked_at: string | null;
 }
 
+/**
+ * One named state document of a node, as in a device shadow: `desired` is
+ * written at the gateway, `reported` is what the node holds. Each side has its
+ * own version line; null until first written.
+ */
+export interface StateDocRecord {
+  node_id: string;
+  doc: string;
+  strategy: ConflictStrategy;
+  desired: StateDocument | null;
+  reported: StateDocument | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** The versions a compare-and-set write expects to find (0 for a side never written). */
+export interface StateDocVersions {
+  desired_version: number;
+  reported_version: number;
+}
+
 export interface TaskPatch {
   status?: TaskStatus;
   expires_at?: string | null;
@@ -310,6 +332,16 @@ export interface Store {
 
   appendInvocations(records: InvocationRecord[]): Promise<void>;
   summarizeInvocations(filter?: { tool?: string; node_id?: string }): Promise<InvocationSummary>;
+
+  getStateDoc(nodeId: string, doc: string): Promise<StateDocRecord | undefined>;
+  /** A node's documents by name. */
+  listStateDocs(nodeId: string): Promise<StateDocRecord[]>;
+  /**
+   * Writes a document if its stored versions are still `expected` (`null`:
+   * only if it does not exist yet); false, writing nothing, when another
+   * write came first.
+   */
+  saveStateDoc(record: StateDocRecord, expected: StateDocVersions | null): Promise<boolean>;
 
   appendAudit(runId: string, entry: JsonValue): Promise<void>;
   listAudit(runId: string): Promise<JsonValue[]>;

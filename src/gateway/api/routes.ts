@@ -39,9 +39,11 @@ import type { Dispatcher } from '../dispatcher.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PairingService } from '../pairing.js';
 import type { NodeEntry, Registry } from '../registry.js';
+import type { StateSync } from '../state-sync.js';
 import { compileWorkflow, type WorkflowEngine } from '../workflows.js';
 import { checker, type Router, reply, textReply } from './http.js';
 import { buildOpenApi } from './openapi.js';
+import { registerStateRoutes } from './state-routes.js';
 
 export interface ApiDeps {
   store: Store;
@@ -50,6 +52,7 @@ export interface ApiDeps {
   workflows: WorkflowEngine;
   metrics: GatewayMetrics;
   pairing: PairingService;
+  state: StateSync;
   stats: () => Record<string, number>;
 }
 
@@ -575,6 +578,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       },
     });
   }
+  registerStateRoutes(router, deps.state);
 }
 
 /** A failed task answers with its error's status; codes from a tool outside the table are a bad gateway. */

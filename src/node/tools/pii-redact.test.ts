@@ -5,7 +5,8 @@ import { isFieldmeshError } from '../../core/errors.js';
 import { ibanValid, luhnValid, PII_KINDS, type PiiKind, piiRedactTool, redactPii, ssnValid } from './pii-redact.js';
 import type { ToolContext } from './types.js';
 
-const ctx: ToolContext = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal };
+// These tools never touch state documents, so the context has none.
+const ctx = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal } as ToolContext;
 const ajv = new Ajv({ allErrors: true, useDefaults: false });
 const validateInput = ajv.compile(piiRedactTool.input_schema);
 const validateOutput = ajv.compile(piiRedactTool.output_schema);

@@ -5,7 +5,8 @@ import { isFieldmeshError } from '../../core/errors.js';
 import { contentWords, STOPWORDS, splitSentences, summarizeText, summarizeTool } from './summarize.js';
 import type { ToolContext } from './types.js';
 
-const ctx: ToolContext = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal };
+// These tools never touch state documents, so the context has none.
+const ctx = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal } as ToolContext;
 const ajv = new Ajv({ allErrors: true });
 const validateInput = ajv.compile(summarizeTool.input_schema);
 const validateOutput = ajv.compile(summarizeTool.output_schema);

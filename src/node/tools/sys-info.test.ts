@@ -6,7 +6,8 @@ import { builtinTools, findBuiltinTool } from './index.js';
 import { readSysInfo, sysInfoTool } from './sys-info.js';
 import { describeTool, type ToolContext } from './types.js';
 
-const ctx: ToolContext = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal };
+// These tools never touch state documents, so the context has none.
+const ctx = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal } as ToolContext;
 const ajv = new Ajv({ allErrors: true });
 const validateInput = ajv.compile(sysInfoTool.input_schema);
 const validateOutput = ajv.compile(sysInfoTool.output_schema);

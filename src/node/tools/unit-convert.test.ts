@@ -5,7 +5,8 @@ import { type ErrorCode, isFieldmeshError } from '../../core/errors.js';
 import type { ToolContext } from './types.js';
 import { convertUnits, roundSignificant, unitConvertTool } from './unit-convert.js';
 
-const ctx: ToolContext = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal };
+// These tools never touch state documents, so the context has none.
+const ctx = { node_id: 'node-a', task_id: 'task-1', attempt: 1, signal: new AbortController().signal } as ToolContext;
 const ajv = new Ajv({ allErrors: true });
 const validateInput = ajv.compile(unitConvertTool.input_schema);
 const validateOutput = ajv.compile(unitConvertTool.output_schema);

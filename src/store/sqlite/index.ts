@@ -5,6 +5,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, type Selectable, SqliteDialect, type Updateable } from 'kysely';
 import { FieldmeshError } from '../../core/errors.js';
 import type { JsonValue } from '../../protocol/json.js';
+import type { ConflictStrategy, StateDocument, SyncData } from '../../protocol/state.js';
 import { sqliteMigrations } from '../migrations.js';
 import type {
   ApiTokenRecord,
@@ -22,6 +23,8 @@ import type {
   RunPatch,
   RunRecord,
   RunStatus,
+  StateDocRecord,
+  StateDocVersions,
   Store,
   TaskOptions,
   TaskPatch,
@@ -31,7 +34,7 @@ import type {
   TokenScope,
   WorkflowRecord,
 } from '../types.js';
-import type { ApiTokensTable, Database, NodesTable, RunsTable, TasksTable } from './schema.js';
+import type { ApiTokensTable, Database, NodesTable, RunsTable, StateDocsTable, TasksTable } from './schema.js';
 
 export type { Database } from './schema.js';
 
@@ -206,6 +209,57 @@ const NODE_COLUMNS = [
   'registered_at',
   'last_seen',
 ] as const satisfies readonly (keyof NodesTable)[];
+
+const STATE_COLUMNS = [
+  'node_id',
+  'doc',
+  'strategy',
+  'desired_version',
+  'desired_data',
+  'desired_checksum',
+  'desired_updated_at',
+  'reported_version',
+  'reported_data',
+  'reported_checksum',
+  'reported_updated_at',
+  'created_at',
+  'updated_at',
+] as const satisfies readonly (keyof StateDocsTable)[];
+
+function stateDocToRow(r: StateDocRecord): Selectable<StateDocsTable> {
+  return {
+    node_id: r.node_id,
+    doc: r.doc,
+    strategy: r.strategy,
+    desired_version: r.desired?.version ?? 0,
+    desired_data: r.desired ? JSON.stringify(r.desired.data) : null,
+    desired_checksum: r.desired?.checksum ?? null,
+    desired_updated_at: r.desired?.updated_at ?? null,
+    reported_version: r.reported?.version ?? 0,
+    reported_data: r.reported ? JSON.stringify(r.reported.data) : null,
+    reported_checksum: r.reported?.checksum ?? null,
+    reported_updated_at: r.reported?.updated_at ?? null,
+    created_at: r.created_at,
+    updated_at: r.updated_at,
+  };
+}
+
+function stateSide(version: number, data: string | null, checksum: string | null, updatedAt: string | null): StateDocument | null {
+  if (data === null) return null;
+  return { version, data: parseJson<SyncData>(data), checksum: checksum ?? '', updated_at: updatedAt ?? '' };
+}
+
+function rowToStateDoc(row: Selectable<StateDocsTable>): StateDocRecord {
+  return {
+    node_id: row.node_id,
+    doc: row.doc,
+    strategy: row.strategy as ConflictStrategy,
+    desired: stateSide(row.desired_version, row.desired_data, row.desired_checksum, row.desired_updated_at),
+    reported: stateSide(row.reported_version, row.reported_data, row.reported_checksum, row.reported_updated_at),
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+  };
+}
 
 const TASK_PATCH_FIELDS = ['status', 'attempts', 'result', 'expires_at', 'approval'] as const;
 
@@ -529,6 +583,42 @@ export class SqliteStore implements Store {
       p99_ms: await at(0.99),
       error_count: total - ok,
     };
+  }
+
+  async getStateDoc(nodeId: string, doc: string): Promise<StateDocRecord | undefined> {
+    const row = this.#statement('getStateDoc', () => 'SELECT * FROM state_docs WHERE node_id = ? AND doc = ?').get(nodeId, doc) as
+      | Selectable<StateDocsTable>
+      | undefined;
+    return row === undefined ? undefined : rowToStateDoc(row);
+  }
+
+  async listStateDocs(nodeId: string): Promise<StateDocRecord[]> {
+    const rows = await this.#db.selectFrom('state_docs').selectAll().where('node_id', '=', nodeId).orderBy('doc').execute();
+    return rows.map(rowToStateDoc);
+  }
+
+  saveStateDoc(record: StateDocRecord, expected: StateDocVersions | null): Promise<boolean> {
+    const row = stateDocToRow(record);
+    return this.#write(() => {
+      if (expected === null) {
+        const insert = this.#statement(
+          'insertStateDoc',
+          () =>
+            `INSERT INTO state_docs (${STATE_COLUMNS.join(', ')}) VALUES (${STATE_COLUMNS.map((c) => `@${c}`).join(', ')}) ` +
+            'ON CONFLICT (node_id, doc) DO NOTHING',
+        );
+        return insert.run(row).changes === 1;
+      }
+      const update = this.#statement(
+        'updateStateDoc',
+        () =>
+          `UPDATE state_docs SET ${STATE_COLUMNS.filter((c) => c !== 'node_id' && c !== 'doc' && c !== 'created_at')
+            .map((c) => `${c} = @${c}`)
+            .join(', ')} ` +
+          'WHERE node_id = @node_id AND doc = @doc AND desired_version = @expected_desired AND reported_version = @expected_reported',
+      );
+      return update.run({ ...row, expected_desired: expected.desired_version, expected_reported: expected.reported_version }).changes === 1;
+    });
   }
 
   async appendAudit(runId: string, entry: JsonValue): Promise<void> {

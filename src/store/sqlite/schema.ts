@@ -142,6 +142,24 @@ export interface ApiTokensTable {
   revoked_at: string | null;
 }
 
+/** One state document; a side never written has version 0 and NULL data. */
+export interface StateDocsTable {
+  node_id: string;
+  doc: string;
+  strategy: string;
+  desired_version: number;
+  /** JSON object. */
+  desired_data: string | null;
+  desired_checksum: string | null;
+  desired_updated_at: string | null;
+  reported_version: number;
+  reported_data: string | null;
+  reported_checksum: string | null;
+  reported_updated_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -154,4 +172,5 @@ export interface Database {
   node_certificates: NodeCertificatesTable;
   revocations: RevocationsTable;
   api_tokens: ApiTokensTable;
+  state_docs: StateDocsTable;
 }
