@@ -1,6 +1,4 @@
-import { connect, createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseHostPort } from '../src/core/address.js';
 import { Cluster, http, waitFor } from './harness.js';
 import { PartitionProxy } from './partition-proxy.js';
 
