@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dispatchBench } from './dispatch.js';
 import { failoverBench } from './failover.js';
-import { scaleBench } from './scale.js';
+import { scaleBench, schedulingOnlyBench } from './scale.js';
 import { workflowBench } from './workflow.js';
 
 export interface BenchArgs {
@@ -48,6 +48,7 @@ const benches: Record<string, (args: BenchArgs) => Promise<void>> = {
   failover: failoverBench,
   workflow: workflowBench,
   scale: scaleBench,
+  scheduling: schedulingOnlyBench,
 };
 
 async function main(): Promise<void> {
