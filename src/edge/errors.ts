@@ -2,10 +2,8 @@
 import type { ErrorCode } from '../core/errors.js';
 
 /**
- * The codes an edge invocation can fail with. FM_ERR_FUNCTION_NOT_FOUND and
- * FM_ERR_OUT_OF_MEMORY are not in the core table yet, so they are spelled out
- * here; the others are checked against the core table so a rename there breaks
- * the build instead of silently drifting.
+ * The codes an edge invocation can fail with, checked against the core table
+ * so a rename there breaks the build instead of silently drifting.
  */
 export const EdgeErrorCode = {
   FUNCTION_NOT_FOUND: 'FM_ERR_FUNCTION_NOT_FOUND',
@@ -14,7 +12,7 @@ export const EdgeErrorCode = {
   EXECUTION: 'FM_ERR_EXECUTION',
   INVALID_ARGS: 'FM_ERR_INVALID_ARGS',
   WORKER_CRASHED: 'FM_ERR_WORKER_CRASHED',
-} as const satisfies Record<string, ErrorCode | 'FM_ERR_FUNCTION_NOT_FOUND' | 'FM_ERR_OUT_OF_MEMORY'>;
+} as const satisfies Record<string, ErrorCode>;
 export type EdgeErrorCode = (typeof EdgeErrorCode)[keyof typeof EdgeErrorCode];
 
 export interface EdgeExecutionErrorOptions extends ErrorOptions {

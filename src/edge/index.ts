@@ -12,5 +12,5 @@ export {
 } from './function.js';
 export { EdgeMetrics, type EdgeMetricsOptions, type EdgeMetricsSummary, InvocationRecord, type InvocationRecordInit } from './metrics.js';
 export { EdgeNode, type EdgeNodeInit, EdgeNodeStatus } from './node.js';
-export { EdgeRuntime, type EdgeRuntimeOptions } from './runtime.js';
+export { type EdgeInvokeOptions, EdgeRuntime, type EdgeRuntimeOptions } from './runtime.js';
 export { EdgeSynchronizer, type SyncData, SyncState, type SyncStateInit } from './sync.js';

@@ -67,6 +67,11 @@ type WorkerReply = { ok: true; output: unknown } | { ok: false; stage: 'load' | 
 /** setTimeout fires at once beyond a signed 32-bit delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+export interface EdgeInvokeOptions {
+  /** Stops the call: its worker is terminated and the call rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
 export interface EdgeRuntimeOptions {
   /** Where every invocation of a deployed function is recorded. */
   metrics?: EdgeMetrics;
@@ -128,9 +133,10 @@ export class EdgeRuntime {
    * both limits. A plain-function handler runs here, in the caller's thread:
    * only its time limit holds, by racing it against a timer (its `ctx.signal`
    * is aborted then), its memory is not limited, and a handler that never
-   * yields cannot be stopped (see {@link EdgeFunction}).
+   * yields cannot be stopped (see {@link EdgeFunction}). `options.signal`
+   * stops a call early (cancellation, a caller's own deadline) the same way.
    */
-  async invoke(functionId: string, args?: unknown): Promise<unknown> {
+  async invoke(functionId: string, args?: unknown, options: EdgeInvokeOptions = {}): Promise<unknown> {
     const fn = this.functions.get(functionId);
     const nodeId = this.node.id;
     if (!fn) {
@@ -143,7 +149,9 @@ export class EdgeRuntime {
     try {
       const handler = fn.handler;
       const output =
-        typeof handler === 'function' ? await runInProcess(fn, handler, args, nodeId) : await runInWorker(fn, handler, args, nodeId);
+        typeof handler === 'function'
+          ? await runInProcess(fn, handler, args, nodeId, options.signal)
+          : await runInWorker(fn, handler, args, nodeId, options.signal);
       this.metrics?.record({ functionId, nodeId, durationMs: performance.now() - started, success: true });
       return output;
     } catch (err) {
@@ -175,18 +183,32 @@ function executionError(fn: EdgeFunction, nodeId: string, thrown: unknown, what 
 }
 
 /** A closure cannot leave this thread, so only the time limit can hold: the call races a timer. */
-function runInProcess(fn: EdgeFunction, handler: EdgeHandlerFunction, args: unknown, nodeId: string): Promise<unknown> {
+function runInProcess(
+  fn: EdgeFunction,
+  handler: EdgeHandlerFunction,
+  args: unknown,
+  nodeId: string,
+  signal: AbortSignal | undefined,
+): Promise<unknown> {
   const controller = new AbortController();
   const ctx: EdgeContext = { functionId: fn.id, nodeId, env: fn.environment, signal: controller.signal };
   return new Promise((resolve, reject) => {
     let settled = false;
-    const timer = setTimeout(() => {
+    const stop = (err: unknown) => {
       if (settled) return;
       settled = true;
-      const err = timeoutError(fn, nodeId);
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       controller.abort(err);
       reject(err);
-    }, timerMs(fn));
+    };
+    const onAbort = () => stop(signal?.reason);
+    const timer = setTimeout(() => stop(timeoutError(fn, nodeId)), timerMs(fn));
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
     let pending: Promise<unknown>;
     try {
       pending = Promise.resolve(handler(args, ctx));
@@ -199,12 +221,14 @@ function runInProcess(fn: EdgeFunction, handler: EdgeHandlerFunction, args: unkn
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         resolve(output);
       },
       (err: unknown) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
         reject(executionError(fn, nodeId, err));
       },
     );
@@ -229,8 +253,18 @@ function revive(thrown: Thrown): unknown {
 }
 
 /** A fresh worker per call, with the function's heap limit and environment, terminated at its time limit. */
-function runInWorker(fn: EdgeFunction, handler: EdgeModuleHandler | EdgeSourceHandler, args: unknown, nodeId: string): Promise<unknown> {
+function runInWorker(
+  fn: EdgeFunction,
+  handler: EdgeModuleHandler | EdgeSourceHandler,
+  args: unknown,
+  nodeId: string,
+  signal: AbortSignal | undefined,
+): Promise<unknown> {
   return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
     const data: WorkerData = { specifier: specifierOf(handler), args, functionId: fn.id, nodeId };
     let worker: Worker;
     try {
@@ -256,11 +290,14 @@ function runInWorker(fn: EdgeFunction, handler: EdgeModuleHandler | EdgeSourceHa
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
       finish();
       // Also after a reply: the handler may have left timers or sockets that would keep the thread alive.
       void worker.terminate().catch(() => undefined);
     };
     const timer = setTimeout(() => settle(() => reject(timeoutError(fn, nodeId))), timerMs(fn));
+    const onAbort = () => settle(() => reject(signal?.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
     worker.on('message', (reply: WorkerReply) => {
       settle(() => {
         if (reply.ok) {

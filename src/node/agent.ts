@@ -9,24 +9,35 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { formatHostPort } from '../core/address.js';
-import { type ErrorBody, FieldmeshError, isErrorCode } from '../core/errors.js';
+import { type ErrorBody, FieldmeshError, isErrorCode, toErrorBody } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { VERSION } from '../core/version.js';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import {
   type CancelFrame,
   type CertIssuedFrame,
+  type DeployFrame,
   type FrameType,
   type NodePolicy,
   PROTOCOL_VERSIONS,
   type StatePushFrame,
   type SyncResponseFrame,
   type TaskFrame,
+  type UndeployFrame,
   type WelcomeFrame,
 } from '../protocol/frames.js';
 import { createNodeCsr, generateTlsKeyPem } from '../protocol/pki.js';
-import { generateSigningKeys, loadSigningKeys, resultHash, type SigningKeys, signResult, verifyTask } from '../protocol/signing.js';
+import {
+  generateSigningKeys,
+  loadSigningKeys,
+  resultHash,
+  type SigningKeys,
+  signResult,
+  verifyTask,
+  verifyUndeploy,
+} from '../protocol/signing.js';
 import type { StateDocument } from '../protocol/state.js';
+import { FunctionHost } from './functions.js';
 import { type CompiledNodeOptions, compileNodeOptions, type NodeOptions } from './options.js';
 import {
   checkIssuedCertificate,
@@ -131,12 +142,16 @@ function rawToBuffer(data: WebSocket.RawData): Buffer {
 export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   readonly options: CompiledNodeOptions;
   readonly publicKeyPem: string;
-  /** Everything REGISTER advertises: given, `tool:*`, `platform:*` and detected capabilities. */
-  readonly capabilities: readonly string[];
+  /** Given, `tool:*` of the built-in and custom tools, `platform:*` and detected capabilities. */
+  private readonly baseCapabilities: readonly string[];
   /** The node's own policy, from its options only; advertised in REGISTER and enforced on every TASK. */
   readonly policy: NodePolicy;
   private readonly keys: SigningKeys;
   private readonly runtime: ToolRuntime;
+  /** Functions deployed from the gateway, served as tools besides the runtime's. */
+  private readonly functions: FunctionHost;
+  /** DEPLOY and UNDEPLOY frames apply one at a time, in the order they came. */
+  private deployChain: Promise<void> = Promise.resolve();
   /** The node's state documents and their durable journal. */
   readonly journal: NodeStateJournal;
   private readonly caPem: string | undefined;
@@ -165,6 +180,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     options: CompiledNodeOptions,
     keys: SigningKeys,
     runtime: ToolRuntime,
+    functions: FunctionHost,
     journal: NodeStateJournal,
     capabilities: string[],
     identity: NodeIdentity,
@@ -175,8 +191,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.keys = keys;
     this.publicKeyPem = keys.publicKeyPem;
     this.runtime = runtime;
+    this.functions = functions;
     this.journal = journal;
-    this.capabilities = capabilities;
+    this.baseCapabilities = capabilities;
     this.identity = identity;
     this.policy = nodePolicy(options);
     this.caPem = caPem;
@@ -234,7 +251,15 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const capabilities = [
       ...new Set([...opts.capabilities, ...runtime.descriptors().map((t) => `tool:${t.name}`), `platform:${opts.platform}`, ...detected]),
     ];
-    const agent = new NodeAgent(opts, keys, runtime, journal, capabilities, identity, caPem);
+    const functions = FunctionHost.open({
+      dataDir: opts.dataDir,
+      nodeId: opts.id,
+      gatewayKeyPem: identity.gatewaySigningKeyPem,
+      maxConcurrency: opts.maxConcurrency,
+      enabled: opts.allowDeploy,
+      logger: opts.logger,
+    });
+    const agent = new NodeAgent(opts, keys, runtime, functions, journal, capabilities, identity, caPem);
     agentRef = agent;
     opts.logger.info('node starting', {
       node_id: opts.id,
@@ -298,6 +323,17 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     return identity;
   }
 
+  /** Everything REGISTER advertises: given, `tool:*` of every tool and deployed function, `platform:*` and detected capabilities. */
+  get capabilities(): readonly string[] {
+    const fns = this.functions.list().map((f) => `tool:${f.name}`);
+    return fns.length === 0 ? this.baseCapabilities : [...new Set([...this.baseCapabilities, ...fns])];
+  }
+
+  /** The tools REGISTER advertises: the runtime's and one per deployed function. */
+  private tools() {
+    return [...this.runtime.descriptors(), ...this.functions.descriptors()];
+  }
+
   get status(): NodeAgentState {
     return this.state;
   }
@@ -352,6 +388,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       if (await Promise.race([closed.then(() => false), timedOut])) conn.ws.terminate();
       clearTimeout(timer);
     }
+    this.functions.close();
     await this.runtime.close();
     this.state = 'stopped';
   }
@@ -439,12 +476,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       name: this.options.name,
       platform: this.options.platform,
       capabilities: this.capabilities,
-      tools: this.runtime.descriptors(),
+      tools: this.tools(),
       location: this.options.location,
       public_key: this.publicKeyPem,
       agent_version: VERSION,
       max_concurrency: this.options.maxConcurrency,
       policy: this.policy,
+      functions: this.functions.list(),
     });
   }
 
@@ -470,6 +508,12 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       case 'CERT_ISSUED':
         this.onCertIssued(conn, frame);
         return;
+      case 'DEPLOY':
+      case 'UNDEPLOY': {
+        const apply = () => (frame.type === 'DEPLOY' ? this.onDeploy(conn, frame) : this.onUndeploy(conn, frame));
+        this.deployChain = this.deployChain.then(apply, apply);
+        return;
+      }
       case 'STATE_PUSH':
         void this.onStatePush(conn, frame);
         return;
@@ -617,7 +661,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private load(): { cpu: number; memory: number; in_flight: number } {
     const cpu = Math.max(0, (loadavg()[0] ?? 0) / Math.max(1, availableParallelism()));
     const memory = Math.min(1, Math.max(0, 1 - freemem() / totalmem()));
-    return { cpu, memory, in_flight: this.runtime.inFlight() };
+    return { cpu, memory, in_flight: this.runtime.inFlight() + this.functions.inFlight() };
   }
 
   private onTask(conn: Connection, frame: TaskFrame): void {
@@ -660,20 +704,83 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const refused = checkTaskPolicy(this.policy, this.options.id, frame.tool_name, frame.tool_args);
     if (refused)
       this.log.warn('task refused by node policy', { task_id: frame.task_id, tool: frame.tool_name, rule: refused.details?.rule });
+    const req = {
+      task_id: frame.task_id,
+      attempt: frame.attempt,
+      tool_name: frame.tool_name,
+      args: frame.tool_args,
+      timeout_ms: frame.timeout_ms,
+    };
+    // A deployed function, or one undeployed since (FM_ERR_FUNCTION_NOT_FOUND), unless a tool has its name.
+    const isFunction =
+      !this.runtime.has(frame.tool_name) && (this.functions.has(frame.tool_name) || this.functions.wasRemoved(frame.tool_name));
     const handle: RunHandle = refused
       ? { promise: Promise.resolve({ ok: false, error: refused }), cancel: () => undefined }
-      : this.runtime.run({
-          task_id: frame.task_id,
-          attempt: frame.attempt,
-          tool_name: frame.tool_name,
-          args: frame.tool_args,
-          timeout_ms: frame.timeout_ms,
-        });
+      : isFunction
+        ? this.functions.run(req)
+        : this.runtime.run(req);
     const entry: RunningTask = { conn, handle };
     this.running.set(key, entry);
     void handle.promise.then((outcome) => {
       this.running.delete(key);
       this.sendResult(frame, outcome, performance.now() - started, key);
+    });
+  }
+
+  /** A function from the gateway: verified, stored and advertised, or refused with the reason; either way answered. */
+  private onDeploy(conn: Connection, frame: DeployFrame): void {
+    let error: ErrorBody | undefined;
+    try {
+      if (this.runtime.has(frame.name)) {
+        throw new FieldmeshError(
+          'FM_ERR_INVALID_REQUEST',
+          `"${frame.name}" is a tool of node "${this.options.id}"; a function may not replace it`,
+        );
+      }
+      this.functions.deploy(frame);
+      this.log.info('function deployed', { name: frame.name, bundle_sha256: frame.bundle_sha256, deploy_id: frame.deploy_id });
+    } catch (err) {
+      error = toErrorBody(err);
+      this.log.warn('refused a DEPLOY', { name: frame.name, deploy_id: frame.deploy_id, code: error.code, error: error.message });
+    }
+    this.sendDeployResult(conn, frame, 'deploy', error);
+  }
+
+  private onUndeploy(conn: Connection, frame: UndeployFrame): void {
+    let error: ErrorBody | undefined;
+    if (frame.node_id !== this.options.id || !verifyUndeploy(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature)) {
+      error = {
+        code: 'FM_ERR_BAD_SIGNATURE',
+        message: `UNDEPLOY of "${frame.name}" does not verify with the gateway key this node paired with`,
+      };
+      this.log.warn('refused an UNDEPLOY', { name: frame.name, deploy_id: frame.deploy_id, code: error.code });
+    } else {
+      try {
+        const held = this.functions.undeploy(frame.name);
+        this.log.info('function undeployed', { name: frame.name, held, deploy_id: frame.deploy_id });
+      } catch (err) {
+        error = toErrorBody(err);
+      }
+    }
+    this.sendDeployResult(conn, frame, 'undeploy', error);
+  }
+
+  private sendDeployResult(
+    conn: Connection,
+    frame: DeployFrame | UndeployFrame,
+    action: 'deploy' | 'undeploy',
+    error: ErrorBody | undefined,
+  ): void {
+    this.send(conn, 'DEPLOY_RESULT', {
+      deploy_id: frame.deploy_id,
+      node_id: this.options.id,
+      name: frame.name,
+      action,
+      ok: error === undefined,
+      ...(error ? { error } : {}),
+      tools: this.tools(),
+      capabilities: this.capabilities,
+      functions: this.functions.list(),
     });
   }
 

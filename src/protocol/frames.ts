@@ -3,7 +3,8 @@
  * `{ v, type, ... }`, one TypeBox schema per type. Names follow the original
  * swarm distribution design (REGISTER → WELCOME → NODE_READY, HEARTBEAT,
  * TASK/TASK_ACK/TASK_RESULT, CANCEL, ERROR) and of the edge module's state
- * sync (SYNC_REQUEST/SYNC_RESPONSE, STATE_PUSH/STATE_ACK).
+ * sync (SYNC_REQUEST/SYNC_RESPONSE, STATE_PUSH/STATE_ACK) and deployable
+ * functions (DEPLOY/UNDEPLOY, answered by DEPLOY_RESULT).
  */
 import { type Static, Type } from '@sinclair/typebox';
 import { STATE_DOC_MAX_LENGTH, STATE_DOC_PATTERN } from './state.js';
@@ -28,6 +29,9 @@ export const FrameType = {
   Error: 'ERROR',
   CertRenew: 'CERT_RENEW',
   CertIssued: 'CERT_ISSUED',
+  Deploy: 'DEPLOY',
+  Undeploy: 'UNDEPLOY',
+  DeployResult: 'DEPLOY_RESULT',
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -73,6 +77,14 @@ export const NodePolicySchema = Type.Object({
 });
 export type NodePolicy = Static<typeof NodePolicySchema>;
 
+/** A deployed function's name: also its tool name, a file name on the node, and a URL segment. */
+export const FUNCTION_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]*$';
+export const FunctionName = Type.String({ minLength: 1, maxLength: 128, pattern: FUNCTION_NAME_PATTERN });
+const BundleHash = Type.String({ pattern: '^sha256:[0-9a-f]{64}$' });
+
+/** A function a node holds, as it advertises it: the gateway compares these with what it wants the node to hold. */
+export const DeployedFunctionSchema = Type.Object({ name: FunctionName, bundle_sha256: BundleHash });
+
 export const RegisterFrame = Type.Object({
   v: Type.Integer({ minimum: 1 }),
   type: Type.Literal('REGISTER'),
@@ -89,6 +101,8 @@ export const RegisterFrame = Type.Object({
   max_concurrency: Type.Integer({ minimum: 1, maximum: 4096 }),
   /** The node's own policy; absent from nodes that predate it. */
   policy: Type.Optional(NodePolicySchema),
+  /** The deployed functions the node serves (each is also one of `tools`); absent from nodes that predate them. */
+  functions: Type.Optional(Type.Array(DeployedFunctionSchema, { maxItems: 1024 })),
 });
 
 export const WelcomeFrame = Type.Object({
@@ -255,6 +269,62 @@ export const CertIssuedFrame = Type.Object({
   not_after: Type.String(),
 });
 
+const EnvSchema = Type.Record(
+  Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }),
+  Type.String({ maxLength: 65_536 }),
+);
+
+/**
+ * Gateway → node: store this function and serve it as tool `name`. The gateway
+ * signs it (see signing.ts, {@link SignedDeployFields}); a node verifies the
+ * signature with the key it received at pairing and that `bundle` hashes to
+ * `bundle_sha256`, and refuses anything else.
+ */
+export const DeployFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('DEPLOY'),
+  /** Pairs the node's DEPLOY_RESULT with this request. */
+  deploy_id: Type.String({ minLength: 1, maxLength: 128 }),
+  node_id: NodeId,
+  name: FunctionName,
+  /** One ES module (esbuild output) whose default export is the handler `async (args, ctx) => output`. */
+  bundle: Type.String({ minLength: 1 }),
+  bundle_sha256: BundleHash,
+  memory_mb: Type.Integer({ minimum: 1, maximum: 65_536 }),
+  timeout_seconds: Type.Number({ exclusiveMinimum: 0, maximum: 86_400 }),
+  /** The function's environment, and all of it: it never sees the node's own. */
+  env: EnvSchema,
+  issued_at: Type.String({ minLength: 1, maxLength: 64 }),
+  gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
+});
+
+/** Gateway → node: stop serving and delete a function; signed like DEPLOY. */
+export const UndeployFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('UNDEPLOY'),
+  deploy_id: Type.String({ minLength: 1, maxLength: 128 }),
+  node_id: NodeId,
+  name: FunctionName,
+  issued_at: Type.String({ minLength: 1, maxLength: 64 }),
+  gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
+});
+
+/** Node → gateway: the outcome of a DEPLOY or UNDEPLOY, with what the node offers now. */
+export const DeployResultFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('DEPLOY_RESULT'),
+  deploy_id: Type.String({ minLength: 1, maxLength: 128 }),
+  node_id: NodeId,
+  name: FunctionName,
+  action: Type.Union([Type.Literal('deploy'), Type.Literal('undeploy')]),
+  ok: Type.Boolean(),
+  error: Type.Optional(ErrorBodySchema),
+  /** The node's tools, capabilities and functions after the change, as REGISTER would list them. */
+  tools: Type.Array(ToolDescriptorSchema, { maxItems: 1024 }),
+  capabilities: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 4096 }),
+  functions: Type.Array(DeployedFunctionSchema, { maxItems: 1024 }),
+});
+
 export const FrameSchemas = {
   REGISTER: RegisterFrame,
   WELCOME: WelcomeFrame,
@@ -271,6 +341,9 @@ export const FrameSchemas = {
   ERROR: ErrorFrame,
   CERT_RENEW: CertRenewFrame,
   CERT_ISSUED: CertIssuedFrame,
+  DEPLOY: DeployFrame,
+  UNDEPLOY: UndeployFrame,
+  DEPLOY_RESULT: DeployResultFrame,
 } as const;
 
 export type RegisterFrame = Static<typeof RegisterFrame>;
@@ -284,6 +357,10 @@ export type CancelFrame = Static<typeof CancelFrame>;
 export type ErrorFrame = Static<typeof ErrorFrame>;
 export type CertRenewFrame = Static<typeof CertRenewFrame>;
 export type CertIssuedFrame = Static<typeof CertIssuedFrame>;
+export type DeployFrame = Static<typeof DeployFrame>;
+export type UndeployFrame = Static<typeof UndeployFrame>;
+export type DeployResultFrame = Static<typeof DeployResultFrame>;
+export type DeployedFunction = Static<typeof DeployedFunctionSchema>;
 
 export type SyncRequestFrame = Static<typeof SyncRequestFrame>;
 export type SyncResponseFrame = Static<typeof SyncResponseFrame>;
@@ -307,7 +384,10 @@ export type Frame =
   | SyncRequestFrame
   | SyncResponseFrame
   | StatePushFrame
-  | StateAckFrame;
+  | StateAckFrame
+  | DeployFrame
+  | UndeployFrame
+  | DeployResultFrame;
 
 /** A frame without its envelope version, as handlers build them. */
 export type FrameBody<F extends Frame> = Omit<F, 'v'>;

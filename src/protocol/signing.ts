@@ -3,7 +3,9 @@
  * `sha256:` result hashes, and Ed25519 signatures over
  * `task_id \n attempt \n result_hash \n timestamp`. Tasks go the other way
  * signed by the gateway: Ed25519 over `fieldmesh-task-v1 \n` and the canonical
- * JSON of the TASK frame's fields (see {@link taskSigningPayload}).
+ * JSON of the TASK frame's fields (see {@link taskSigningPayload}); DEPLOY and
+ * UNDEPLOY frames likewise, under their own prefixes so that no signature of
+ * one kind verifies as another.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
 
@@ -99,6 +101,78 @@ export function verifyTask(publicKeyPem: string, fields: SignedTaskFields, signa
   } catch {
     return false;
   }
+}
+
+/** The fields of a DEPLOY frame the gateway signs; the bundle itself is covered by its hash. */
+export interface SignedDeployFields {
+  deploy_id: string;
+  node_id: string;
+  name: string;
+  bundle_sha256: string;
+  memory_mb: number;
+  timeout_seconds: number;
+  env: Record<string, string>;
+  issued_at: string;
+}
+
+/** The fields of an UNDEPLOY frame the gateway signs. */
+export interface SignedUndeployFields {
+  deploy_id: string;
+  node_id: string;
+  name: string;
+  issued_at: string;
+}
+
+function deployPayload(f: SignedDeployFields): Buffer {
+  const fields = {
+    bundle_sha256: f.bundle_sha256,
+    deploy_id: f.deploy_id,
+    env: f.env,
+    issued_at: f.issued_at,
+    memory_mb: f.memory_mb,
+    name: f.name,
+    node_id: f.node_id,
+    timeout_seconds: f.timeout_seconds,
+  };
+  return Buffer.from(`fieldmesh-deploy-v1\n${canonicalJson(fields)}`, 'utf8');
+}
+
+function undeployPayload(f: SignedUndeployFields): Buffer {
+  const fields = { deploy_id: f.deploy_id, issued_at: f.issued_at, name: f.name, node_id: f.node_id };
+  return Buffer.from(`fieldmesh-undeploy-v1\n${canonicalJson(fields)}`, 'utf8');
+}
+
+/** `sha256:<hex>` of a function bundle's UTF-8 text. */
+export function bundleHash(bundle: string): string {
+  return `sha256:${createHash('sha256').update(bundle, 'utf8').digest('hex')}`;
+}
+
+/** The gateway's signature (base64) over a DEPLOY frame's fields. */
+export function signDeploy(key: KeyObject, fields: SignedDeployFields): string {
+  return sign(null, deployPayload(fields), key).toString('base64');
+}
+
+/** The gateway's signature (base64) over an UNDEPLOY frame's fields. */
+export function signUndeploy(key: KeyObject, fields: SignedUndeployFields): string {
+  return sign(null, undeployPayload(fields), key).toString('base64');
+}
+
+function verifyPayload(publicKeyPem: string, payload: () => Buffer, signature: string): boolean {
+  try {
+    return verify(null, payload(), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
+  } catch {
+    return false;
+  }
+}
+
+/** Checks a DEPLOY frame's gateway_signature (not its bundle hash); false rather than a throw for malformed input. */
+export function verifyDeploy(publicKeyPem: string, fields: SignedDeployFields, signature: string): boolean {
+  return verifyPayload(publicKeyPem, () => deployPayload(fields), signature);
+}
+
+/** Checks an UNDEPLOY frame's gateway_signature. */
+export function verifyUndeploy(publicKeyPem: string, fields: SignedUndeployFields, signature: string): boolean {
+  return verifyPayload(publicKeyPem, () => undeployPayload(fields), signature);
 }
 
 /** Checks a node's signature; false for a malformed key or signature rather than a throw. */

@@ -297,6 +297,44 @@ const state: Migration = {
   },
 };
 
+/** Deployed functions: what the gateway wants deployed (with its target), and each node's outcome. */
+const functions: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('functions')
+        .ifNotExists()
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('version', 'integer', (c) => c.notNull())
+        .addColumn('bundle', 'text', (c) => c.notNull())
+        .addColumn('bundle_sha256', 'text', (c) => c.notNull())
+        .addColumn('memory_mb', 'integer', (c) => c.notNull())
+        .addColumn('timeout_seconds', 'real', (c) => c.notNull())
+        .addColumn('env', 'text', (c) => c.notNull())
+        .addColumn('target', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .execute();
+      await trx.schema
+        .createTable('function_nodes')
+        .ifNotExists()
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('bundle_sha256', 'text')
+        .addColumn('error', 'text')
+        .addColumn('updated_at', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('function_nodes_pk', ['name', 'node_id'])
+        .execute();
+      await trx.schema.createIndex('function_nodes_node_idx').ifNotExists().on('function_nodes').column('node_id').execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('function_nodes').ifExists().execute();
+    await db.schema.dropTable('functions').ifExists().execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
@@ -306,4 +344,5 @@ export const sqliteMigrations: Record<string, Migration> = {
   '0006_api_tokens': apiTokens,
   '0007_approvals': approvals,
   '0008_state': state,
+  '0009_functions': functions,
 };

@@ -279,6 +279,42 @@ export interface StateDocVersions {
   reported_version: number;
 }
 
+/** A function the gateway deploys: its bundle, limits, environment and the target that picks its nodes. */
+export interface FunctionRecord {
+  name: string;
+  /** Bumped by every deploy of the name. */
+  version: number;
+  bundle: string;
+  bundle_sha256: string;
+  memory_mb: number;
+  timeout_seconds: number;
+  env: Record<string, string>;
+  target: JsonValue;
+  created_at: string;
+  updated_at: string;
+}
+
+export const FunctionNodeStatus = {
+  /** The node took this version. */
+  Deployed: 'deployed',
+  /** The node refused it or did not answer; `error` says why. */
+  Failed: 'failed',
+  /** Undeployed from this node alone: it is not sent there again. */
+  Undeployed: 'undeployed',
+} as const;
+export type FunctionNodeStatus = (typeof FunctionNodeStatus)[keyof typeof FunctionNodeStatus];
+
+/** One node's outcome for a function. */
+export interface FunctionNodeRecord {
+  name: string;
+  node_id: string;
+  status: FunctionNodeStatus;
+  /** The bundle the node holds, when deployed. */
+  bundle_sha256: string | null;
+  error: ErrorBody | null;
+  updated_at: string;
+}
+
 export interface TaskPatch {
   status?: TaskStatus;
   expires_at?: string | null;
@@ -342,6 +378,18 @@ export interface Store {
    * write came first.
    */
   saveStateDoc(record: StateDocRecord, expected: StateDocVersions | null): Promise<boolean>;
+
+  /** Creates or replaces a function by name. */
+  putFunction(fn: FunctionRecord): Promise<void>;
+  getFunction(name: string): Promise<FunctionRecord | undefined>;
+  /** Every function by name. */
+  listFunctions(): Promise<FunctionRecord[]>;
+  /** Deletes a function and its per-node outcomes; false when there was none. */
+  deleteFunction(name: string): Promise<boolean>;
+  putFunctionNode(record: FunctionNodeRecord): Promise<void>;
+  /** Per-node outcomes, by function then node, optionally of one function or one node. */
+  listFunctionNodes(filter?: { name?: string; node_id?: string }): Promise<FunctionNodeRecord[]>;
+  deleteFunctionNode(name: string, nodeId: string): Promise<void>;
 
   appendAudit(runId: string, entry: JsonValue): Promise<void>;
   listAudit(runId: string): Promise<JsonValue[]>;

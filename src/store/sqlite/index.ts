@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, type Migration, type MigrationProvider, Migrator, type Selectable, SqliteDialect, type Updateable } from 'kysely';
-import { FieldmeshError } from '../../core/errors.js';
+import { type ErrorBody, FieldmeshError } from '../../core/errors.js';
 import type { JsonValue } from '../../protocol/json.js';
 import type { ConflictStrategy, StateDocument, SyncData } from '../../protocol/state.js';
 import { sqliteMigrations } from '../migrations.js';
@@ -12,6 +12,9 @@ import type {
   ApprovalRecord,
   AttemptRecord,
   CertificateRecord,
+  FunctionNodeRecord,
+  FunctionNodeStatus,
+  FunctionRecord,
   InvocationRecord,
   InvocationSummary,
   NodeLoad,
@@ -34,7 +37,7 @@ import type {
   TokenScope,
   WorkflowRecord,
 } from '../types.js';
-import type { ApiTokensTable, Database, NodesTable, RunsTable, StateDocsTable, TasksTable } from './schema.js';
+import type { ApiTokensTable, Database, FunctionsTable, NodesTable, RunsTable, StateDocsTable, TasksTable } from './schema.js';
 
 export type { Database } from './schema.js';
 
@@ -242,6 +245,10 @@ function stateDocToRow(r: StateDocRecord): Selectable<StateDocsTable> {
     created_at: r.created_at,
     updated_at: r.updated_at,
   };
+}
+
+function rowToFunction(row: Selectable<FunctionsTable>): FunctionRecord {
+  return { ...row, env: parseJson<Record<string, string>>(row.env), target: parseJson<JsonValue>(row.target) };
 }
 
 function stateSide(version: number, data: string | null, checksum: string | null, updatedAt: string | null): StateDocument | null {
@@ -619,6 +626,60 @@ export class SqliteStore implements Store {
       );
       return update.run({ ...row, expected_desired: expected.desired_version, expected_reported: expected.reported_version }).changes === 1;
     });
+  }
+
+  async putFunction(fn: FunctionRecord): Promise<void> {
+    const row = { ...fn, env: JSON.stringify(fn.env), target: JSON.stringify(fn.target) };
+    const { name: _name, created_at: _created, ...update } = row;
+    await this.#db
+      .insertInto('functions')
+      .values(row)
+      .onConflict((oc) => oc.column('name').doUpdateSet(update))
+      .execute();
+  }
+
+  async getFunction(name: string): Promise<FunctionRecord | undefined> {
+    const row = await this.#db.selectFrom('functions').selectAll().where('name', '=', name).executeTakeFirst();
+    return row === undefined ? undefined : rowToFunction(row);
+  }
+
+  async listFunctions(): Promise<FunctionRecord[]> {
+    const rows = await this.#db.selectFrom('functions').selectAll().orderBy('name').execute();
+    return rows.map(rowToFunction);
+  }
+
+  async deleteFunction(name: string): Promise<boolean> {
+    return this.#db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('function_nodes').where('name', '=', name).execute();
+      const res = await trx.deleteFrom('functions').where('name', '=', name).executeTakeFirst();
+      return res.numDeletedRows > 0n;
+    });
+  }
+
+  async putFunctionNode(record: FunctionNodeRecord): Promise<void> {
+    const row = { ...record, error: record.error === null ? null : JSON.stringify(record.error) };
+    const { name: _name, node_id: _node, ...update } = row;
+    await this.#db
+      .insertInto('function_nodes')
+      .values(row)
+      .onConflict((oc) => oc.columns(['name', 'node_id']).doUpdateSet(update))
+      .execute();
+  }
+
+  async listFunctionNodes(filter: { name?: string; node_id?: string } = {}): Promise<FunctionNodeRecord[]> {
+    let query = this.#db.selectFrom('function_nodes').selectAll();
+    if (filter.name !== undefined) query = query.where('name', '=', filter.name);
+    if (filter.node_id !== undefined) query = query.where('node_id', '=', filter.node_id);
+    const rows = await query.orderBy('name').orderBy('node_id').execute();
+    return rows.map((row) => ({
+      ...row,
+      status: row.status as FunctionNodeStatus,
+      error: row.error === null ? null : parseJson<ErrorBody>(row.error),
+    }));
+  }
+
+  async deleteFunctionNode(name: string, nodeId: string): Promise<void> {
+    await this.#db.deleteFrom('function_nodes').where('name', '=', name).where('node_id', '=', nodeId).execute();
   }
 
   async appendAudit(runId: string, entry: JsonValue): Promise<void> {

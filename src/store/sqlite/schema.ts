@@ -160,6 +160,31 @@ export interface StateDocsTable {
   updated_at: string;
 }
 
+export interface FunctionsTable {
+  name: string;
+  version: number;
+  bundle: string;
+  bundle_sha256: string;
+  memory_mb: number;
+  timeout_seconds: number;
+  /** JSON object of strings. */
+  env: string;
+  /** JSON target. */
+  target: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface FunctionNodesTable {
+  name: string;
+  node_id: string;
+  status: string;
+  bundle_sha256: string | null;
+  /** JSON error body. */
+  error: string | null;
+  updated_at: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -173,4 +198,6 @@ export interface Database {
   revocations: RevocationsTable;
   api_tokens: ApiTokensTable;
   state_docs: StateDocsTable;
+  functions: FunctionsTable;
+  function_nodes: FunctionNodesTable;
 }
