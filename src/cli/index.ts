@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { VERSION } from '../core/version.js';
 import { approvalsCommand } from './approvals.js';
 import { demoCommand } from './demo.js';
+import { deployCommand } from './deploy.js';
 import { reportError } from './format.js';
 import { gatewayCommand } from './gateway.js';
 import { nodeCommand } from './node.js';
@@ -26,6 +27,7 @@ runCommand(program);
 tokensCommand(program);
 approvalsCommand(program);
 stateCommand(program);
+deployCommand(program);
 demoCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -18,6 +18,10 @@ export interface RunSummary {
 
 import type {
   AuditEntry,
+  FunctionDeployBody,
+  FunctionDeployResult,
+  FunctionUndeployResult,
+  FunctionView,
   NodeCapabilities,
   NodeHealth,
   NodeView,
@@ -257,6 +261,23 @@ export class FieldmeshClient {
    */
   putState(nodeId: string, doc: string, data: Record<string, unknown>, options: Omit<StatePutBody, 'data'> = {}): Promise<StateDocView> {
     return this.#request('PUT', `/v1/nodes/${encodeURIComponent(nodeId)}/state/${encodeURIComponent(doc)}`, { data, ...options });
+  }
+
+  /** Deploys a bundled function to the ONLINE nodes of its target that allow deploys; resolves with each node's outcome. */
+  deployFunction(body: FunctionDeployBody): Promise<FunctionDeployResult> {
+    return this.#request('POST', '/v1/functions', body);
+  }
+
+  /** Deployed functions with each node's outcome; with `nodeId`, only those on that node. */
+  async listFunctions(nodeId?: string): Promise<FunctionView[]> {
+    const q = nodeId === undefined ? '' : `?node_id=${encodeURIComponent(nodeId)}`;
+    return (await this.#request<{ functions: FunctionView[] }>('GET', `/v1/functions${q}`)).functions;
+  }
+
+  /** Undeploys a function everywhere, or from one node. Throws FM_ERR_FUNCTION_NOT_FOUND for a name never deployed. */
+  undeployFunction(name: string, nodeId?: string): Promise<FunctionUndeployResult> {
+    const q = nodeId === undefined ? '' : `?node_id=${encodeURIComponent(nodeId)}`;
+    return this.#request('DELETE', `/v1/functions/${encodeURIComponent(name)}${q}`);
   }
 
   openapi(): Promise<Record<string, unknown>> {

@@ -13,6 +13,7 @@ import { Router } from './api/http.js';
 import { registerRoutes } from './api/routes.js';
 import { registerTokenRoutes } from './api/token-routes.js';
 import { Dispatcher } from './dispatcher.js';
+import { FunctionService } from './functions.js';
 import { GatewayMetrics } from './metrics.js';
 import { NodeListener } from './node-listener.js';
 import { type CompiledGatewayOptions, compileGatewayOptions, type GatewayOptions } from './options.js';
@@ -32,6 +33,7 @@ export class Gateway {
   readonly workflows: WorkflowEngine;
   readonly metrics: GatewayMetrics;
   readonly state: StateSync;
+  readonly functions: FunctionService;
   readonly pairing: PairingService;
   readonly tokens: ApiTokens;
   /** `http://host:port` (or `https://` with apiTls) of the API once started. */
@@ -68,7 +70,7 @@ export class Gateway {
       onAttempt: (task, a) =>
         this.metrics.record({
           tool: task.tool_name,
-          function_id: null,
+          function_id: this.functions.isFunction(task.tool_name) ? task.tool_name : null,
           node_id: a.node_id,
           task_id: task.task_id,
           attempt: a.attempt,
@@ -91,6 +93,11 @@ export class Gateway {
     });
     this.pairing = new PairingService(store, identity, { nodeCertTtlMs: options.nodeCertTtlMs, logger: options.logger });
     this.state = new StateSync(store, this.registry, { logger: options.logger });
+    this.functions = new FunctionService(store, this.registry, scheduler, {
+      signingKey: identity.signingKey,
+      maxFrameBytes: options.maxFrameBytes,
+      logger: options.logger,
+    });
     this.#listener = listener(this);
     this.tokens = new ApiTokens(store, options.logger);
     const router = new Router(options.maxBodyBytes, options.logger, this.tokens);
@@ -102,6 +109,7 @@ export class Gateway {
       metrics: this.metrics,
       pairing: this.pairing,
       state: this.state,
+      functions: this.functions,
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
     registerTokenRoutes(router, this.tokens);
@@ -131,7 +139,7 @@ export class Gateway {
       store,
       identity,
       (g) =>
-        new NodeListener(identity, g.registry, g.dispatcher, g.pairing, g.state, {
+        new NodeListener(identity, g.registry, g.dispatcher, g.pairing, g.state, g.functions, {
           host: options.listen.host,
           port: options.listen.port,
           maxFrameBytes: options.maxFrameBytes,
@@ -145,6 +153,7 @@ export class Gateway {
       adminTokenFile = await gateway.tokens.ensureAdminToken(options.dataDir);
       await gateway.registry.load();
       await gateway.pairing.load();
+      await gateway.functions.load();
       const listen = await gateway.#listener.listen();
       gateway.listenAddress = formatHostPort({ host: listen.address, port: listen.port });
       await new Promise<void>((resolve, reject) => {

@@ -23,6 +23,7 @@ import { PAIRING_ALPN, PAIRING_PATH } from '../protocol/pairing.js';
 import { normalizeSerial } from '../protocol/pki.js';
 import type { CertificateRecord } from '../store/types.js';
 import type { Dispatcher } from './dispatcher.js';
+import type { FunctionService } from './functions.js';
 import type { PairingService } from './pairing.js';
 import { PAIRING_MAX_FRAME_BYTES, PairingEndpoint } from './pairing-endpoint.js';
 import type { NodeConnection, NodeEntry, Registry } from './registry.js';
@@ -89,6 +90,7 @@ export class NodeListener {
   readonly #dispatcher: Dispatcher;
   readonly #pairing: PairingService;
   readonly #state: StateSync;
+  readonly #functions: FunctionService;
   readonly #opts: NodeListenerOptions;
   /** The certificate serial each live node-protocol socket presented. */
   readonly #peers = new Map<WebSocket, PeerIdentity>();
@@ -100,12 +102,14 @@ export class NodeListener {
     dispatcher: Dispatcher,
     pairing: PairingService,
     state: StateSync,
+    functions: FunctionService,
     opts: NodeListenerOptions,
   ) {
     this.#registry = registry;
     this.#dispatcher = dispatcher;
     this.#pairing = pairing;
     this.#state = state;
+    this.#functions = functions;
     this.#opts = opts;
     this.#server = createServer({
       key: identity.keyPem,
@@ -391,7 +395,21 @@ export class NodeListener {
     switch (frame.type) {
       case 'NODE_READY':
         // SYNCING until its state documents are caught up; a connection replaced meanwhile changes nothing.
-        void this.#state.catchUp(entry, conn).then(() => (entry.conn === conn ? this.#registry.ready(entry) : undefined));
+        void this.#state
+          .catchUp(entry, conn)
+          .then(() => (entry.conn === conn ? this.#registry.ready(entry) : undefined))
+          // Functions it missed while away follow once it takes work; calls for them wait for nothing.
+          .then(() => (entry.conn === conn ? this.#functions.reconcile(entry) : undefined))
+          .catch((err: unknown) =>
+            this.#opts.logger.error('could not bring a node up to date', { node_id: entry.record.node_id, error: String(err) }),
+          );
+        return;
+      case 'DEPLOY_RESULT':
+        void this.#functions
+          .onResult(entry, frame)
+          .catch((err: unknown) =>
+            this.#opts.logger.error('could not record a deploy result', { node_id: entry.record.node_id, error: String(err) }),
+          );
         return;
       case 'SYNC_REQUEST':
         void this.#state.onSyncRequest(entry, conn, frame);

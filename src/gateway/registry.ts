@@ -6,7 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/logger.js';
-import type { NodePolicy, RegisterFrame } from '../protocol/frames.js';
+import type { DeployResultFrame, NodePolicy, RegisterFrame } from '../protocol/frames.js';
 import { type NodeLoad, type NodeRecord, NodeStatus, type Store } from '../store/types.js';
 import { IndexedSet } from './indexed-set.js';
 
@@ -31,6 +31,8 @@ export interface NodeEntry {
   tools: Map<string, RegisterFrame['tools'][number]>;
   /** The node's own policy from its last REGISTER; null until it registers, or for nodes that advertise none. */
   policy: NodePolicy | null;
+  /** Deployed function name → bundle hash, as the node last advertised (REGISTER, DEPLOY_RESULT). */
+  functions: Map<string, string>;
 }
 
 export interface RegistryOptions {
@@ -72,6 +74,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
         lastPicked: 0,
         tools: toolMap(record.tools as RegisterFrame['tools']),
         policy: null,
+        functions: new Map(),
       };
       this.#nodes.set(record.node_id, entry);
       this.#index(entry);
@@ -140,6 +143,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     };
     await this.#store.upsertNode(record);
     const tools = toolMap(frame.tools);
+    const functions = new Map((frame.functions ?? []).map((f) => [f.name, f.bundle_sha256]));
     let entry: NodeEntry;
     if (previous) {
       // The same object lives on, so attempts still settling against it keep its in-flight count right.
@@ -150,13 +154,32 @@ export class Registry extends EventEmitter<RegistryEvents> {
       entry.lastSeenMs = now.getTime();
       entry.tools = tools;
       entry.policy = frame.policy ?? null;
+      entry.functions = functions;
     } else {
-      entry = { record, conn, inFlight: 0, lastSeenMs: now.getTime(), lastPicked: 0, tools, policy: frame.policy ?? null };
+      entry = { record, conn, inFlight: 0, lastSeenMs: now.getTime(), lastPicked: 0, tools, policy: frame.policy ?? null, functions };
       this.#nodes.set(record.node_id, entry);
     }
     this.#index(entry);
     await this.#setStatus(entry, NodeStatus.Syncing);
     return entry;
+  }
+
+  /**
+   * A node's offer changed on a live connection (a function deployed or
+   * undeployed): tools, capabilities and functions are replaced, re-indexed
+   * and persisted.
+   */
+  async updateOffer(entry: NodeEntry, offer: Pick<DeployResultFrame, 'tools' | 'capabilities' | 'functions'>): Promise<void> {
+    this.#unindex(entry);
+    entry.record = { ...entry.record, capabilities: [...new Set(offer.capabilities)], tools: offer.tools as NodeRecord['tools'] };
+    entry.tools = toolMap(offer.tools);
+    entry.functions = new Map(offer.functions.map((f) => [f.name, f.bundle_sha256]));
+    this.#index(entry);
+    try {
+      await this.#store.upsertNode(entry.record);
+    } catch (err) {
+      this.#opts.logger.error('could not persist node tools', { node_id: entry.record.node_id, error: String(err) });
+    }
   }
 
   /** The node's certificates were revoked: it stays known, no longer trusted. */

@@ -65,6 +65,29 @@ export function requiredCapabilities(toolName: string, target: Target): string[]
   return [...caps];
 }
 
+/**
+ * Whether a node falls inside a target, whatever its status and tools: its
+ * capabilities, and for the kinds that name nodes or an area, those. Deploys
+ * use it to pick the nodes a function goes to.
+ */
+export function targetMatches(entry: NodeEntry, target: Target): boolean {
+  const caps = entry.record.capabilities;
+  if (!(target.required_capabilities ?? []).every((c) => caps.includes(c))) return false;
+  const id = entry.record.node_id;
+  switch (target.kind) {
+    case 'explicit':
+      return target.node_id === id;
+    case 'failover_chain':
+      return target.nodes.includes(id);
+    case 'geographic': {
+      const loc = entry.record.location;
+      return loc !== null && haversineMeters(target.center, loc) <= target.radius_meters;
+    }
+    default:
+      return true;
+  }
+}
+
 export class Scheduler {
   readonly #registry: Registry;
 
@@ -184,6 +207,21 @@ export class Scheduler {
       if (entry && isDispatchable(entry)) found.push(entry);
     }
     return found;
+  }
+
+  /** Every known node inside a target (see {@link targetMatches}), whatever its status, found through the index where it can. */
+  nodesInTarget(target: Target): NodeEntry[] {
+    let pool: Iterable<NodeEntry>;
+    if (target.kind === 'explicit' || target.kind === 'failover_chain') {
+      const ids = target.kind === 'explicit' ? [target.node_id] : target.nodes;
+      pool = ids.flatMap((id) => this.#registry.get(id) ?? []);
+    } else if ((target.required_capabilities ?? []).length > 0) {
+      const sets = target.required_capabilities!.map((c) => this.#registry.withCapability(c));
+      if (!sets.every((s) => s !== undefined)) return [];
+      const smallest = (sets as IndexedSet[]).reduce((a, b) => (b.size < a.size ? b : a));
+      pool = [...smallest].flatMap((id) => this.#registry.get(id) ?? []);
+    } else pool = this.#registry.all();
+    return [...pool].filter((e) => targetMatches(e, target));
   }
 
   /** Marks a node as just picked so equal nodes take turns. */

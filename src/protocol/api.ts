@@ -5,6 +5,8 @@
 import { type Static, Type } from '@sinclair/typebox';
 import {
   ErrorBodySchema,
+  FunctionEnvSchema,
+  FunctionName,
   LoadSchema,
   LocationSchema,
   NodeId,
@@ -445,3 +447,84 @@ export type StateDocSummary = Static<typeof StateDocSummary>;
 
 export const StateDocList = Type.Object({ ok: Type.Literal(true), node_id: Type.String(), docs: Type.Array(StateDocSummary) });
 export type StateDocList = Static<typeof StateDocList>;
+
+/** `POST /v1/functions`: a bundled ES module whose default export is the handler, its limits, environment and target. */
+export const FunctionDeployBody = Type.Object(
+  {
+    name: FunctionName,
+    bundle: Type.String({ minLength: 1, description: 'One ES module; its default export is `async (args, ctx) => output`' }),
+    memory_mb: Type.Optional(Type.Integer({ minimum: 1, maximum: 65_536, default: 128 })),
+    timeout_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86_400, default: 30 })),
+    env: Type.Optional(FunctionEnvSchema),
+    target: Type.Optional(TargetSchema),
+  },
+  { additionalProperties: false },
+);
+export type FunctionDeployBody = Static<typeof FunctionDeployBody>;
+
+/** What one node did with a deploy or undeploy. */
+export const FunctionNodeOutcome = Type.Object({
+  node_id: Type.String(),
+  /**
+   * `deployed`/`undeployed`: the node took it; `failed`: it refused or did not
+   * answer (`error`); `skipped`: its policy refuses deploys; `offline`: it gets
+   * the change when it reconnects.
+   */
+  status: Type.Union([
+    Type.Literal('deployed'),
+    Type.Literal('undeployed'),
+    Type.Literal('failed'),
+    Type.Literal('skipped'),
+    Type.Literal('offline'),
+  ]),
+  error: Type.Optional(ErrorBodySchema),
+});
+export type FunctionNodeOutcome = Static<typeof FunctionNodeOutcome>;
+
+export const FunctionView = Type.Object({
+  name: Type.String(),
+  version: Type.Integer(),
+  bundle_sha256: Type.String(),
+  bundle_bytes: Type.Integer(),
+  memory_mb: Type.Integer(),
+  timeout_seconds: Type.Number(),
+  /** The names of its environment variables; their values stay on the gateway and the nodes. */
+  env_keys: Type.Array(Type.String()),
+  target: TargetSchema,
+  created_at: Type.String(),
+  updated_at: Type.String(),
+  /** Each node's last outcome for this function. */
+  nodes: Type.Array(
+    Type.Object({
+      node_id: Type.String(),
+      status: Type.Union([Type.Literal('deployed'), Type.Literal('failed'), Type.Literal('undeployed')]),
+      bundle_sha256: Type.Union([Type.String(), Type.Null()]),
+      error: Type.Union([ErrorBodySchema, Type.Null()]),
+      updated_at: Type.String(),
+    }),
+  ),
+});
+export type FunctionView = Static<typeof FunctionView>;
+
+export const FunctionDeployResult = Type.Object({
+  ok: Type.Literal(true),
+  function: FunctionView,
+  /** Nodes inside the target, whatever their status. */
+  matched: Type.Integer(),
+  /** Nodes that took the function now. */
+  deployed: Type.Integer(),
+  nodes: Type.Array(FunctionNodeOutcome),
+});
+export type FunctionDeployResult = Static<typeof FunctionDeployResult>;
+
+export const FunctionList = Type.Object({ ok: Type.Literal(true), functions: Type.Array(FunctionView) });
+export type FunctionList = Static<typeof FunctionList>;
+
+export const FunctionUndeployResult = Type.Object({
+  ok: Type.Literal(true),
+  name: Type.String(),
+  /** Nodes that removed it now. */
+  undeployed: Type.Integer(),
+  nodes: Type.Array(FunctionNodeOutcome),
+});
+export type FunctionUndeployResult = Static<typeof FunctionUndeployResult>;

@@ -269,7 +269,8 @@ export const CertIssuedFrame = Type.Object({
   not_after: Type.String(),
 });
 
-const EnvSchema = Type.Record(
+/** A function's environment variables: names as a shell takes them, string values. */
+export const FunctionEnvSchema = Type.Record(
   Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }),
   Type.String({ maxLength: 65_536 }),
 );
@@ -293,7 +294,7 @@ export const DeployFrame = Type.Object({
   memory_mb: Type.Integer({ minimum: 1, maximum: 65_536 }),
   timeout_seconds: Type.Number({ exclusiveMinimum: 0, maximum: 86_400 }),
   /** The function's environment, and all of it: it never sees the node's own. */
-  env: EnvSchema,
+  env: FunctionEnvSchema,
   issued_at: Type.String({ minLength: 1, maxLength: 64 }),
   gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
 });

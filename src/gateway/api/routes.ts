@@ -36,11 +36,13 @@ import {
   TaskStatus,
 } from '../../store/types.js';
 import type { Dispatcher } from '../dispatcher.js';
+import type { FunctionService } from '../functions.js';
 import type { GatewayMetrics } from '../metrics.js';
 import type { PairingService } from '../pairing.js';
 import type { NodeEntry, Registry } from '../registry.js';
 import type { StateSync } from '../state-sync.js';
 import { compileWorkflow, type WorkflowEngine } from '../workflows.js';
+import { registerFunctionRoutes } from './function-routes.js';
 import { checker, type Router, reply, textReply } from './http.js';
 import { buildOpenApi } from './openapi.js';
 import { registerStateRoutes } from './state-routes.js';
@@ -53,6 +55,7 @@ export interface ApiDeps {
   metrics: GatewayMetrics;
   pairing: PairingService;
   state: StateSync;
+  functions: FunctionService;
   stats: () => Record<string, number>;
 }
 
@@ -579,6 +582,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
     });
   }
   registerStateRoutes(router, deps.state);
+  registerFunctionRoutes(router, deps.functions);
 }
 
 /** A failed task answers with its error's status; codes from a tool outside the table are a bad gateway. */
