@@ -38,6 +38,8 @@ export interface NodeSpec {
   extraArgs?: string[];
   /** Dial this address instead of the gateway's listener (a proxy in between). */
   gateway?: string;
+  /** Environment variables of the node process, besides the test's own. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface NodeHandle {
@@ -140,7 +142,7 @@ export class Cluster {
     if (spec.location) args.push('--location', spec.location);
     if (spec.testTools ?? true) args.push('--tools-module', testToolsModule);
     args.push(...(spec.extraArgs ?? []));
-    const { managed } = await startProcess(args, 'node ready', { cliPath });
+    const { managed } = await startProcess(args, 'node ready', { cliPath, ...(spec.env ? { env: spec.env } : {}) });
     this.procs.push(managed);
     await waitFor(`${spec.id} ONLINE`, async () => (await this.gateway.client.getNode(spec.id)).status === 'ONLINE');
     return { id: spec.id, dataDir, proc: managed };

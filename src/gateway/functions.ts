@@ -179,9 +179,10 @@ export class FunctionService {
       await this.#putRow(name, nodeId, FunctionNodeStatus.Undeployed, null, null);
       entries = [entry];
     } else {
+      const rows = await this.#store.listFunctionNodes({ name });
+      const holders = new Set(rows.filter((r) => r.status !== FunctionNodeStatus.Undeployed).map((r) => r.node_id));
       await this.#store.deleteFunction(name);
       this.#names.delete(name);
-      const holders = new Set((await this.#store.listFunctionNodes({ name })).map((r) => r.node_id));
       entries = [...this.#registry.all()].filter((e) => e.functions.has(name) || holders.has(e.record.node_id));
     }
     const outcomes = await Promise.all(
