@@ -176,10 +176,10 @@ describe('deployable functions', () => {
   it('functions - CLI deploy bundles a module with its imports, then functions list and undeploy', async () => {
     const dir = join(c.root, 'cli-fn');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'shout.mjs'), 'export const shout = (s) => `${s.toUpperCase()}!`;\n');
+    writeFileSync(join(dir, 'shout.mjs'), "export const shout = (s) => s.toUpperCase() + '!';\n");
     writeFileSync(
       join(dir, 'greet.mjs'),
-      "import { shout } from './shout.mjs';\nexport default async (args, ctx) => ({ text: shout(`${ctx.env.GREETING} ${args.name}`) });\n",
+      "import { shout } from './shout.mjs';\nexport default async (args, ctx) => ({ text: shout(ctx.env.GREETING + ' ' + args.name) });\n",
     );
     const api = ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
     const target = JSON.stringify({ kind: 'explicit', node_id: 'fn:south' });
