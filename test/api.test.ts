@@ -107,6 +107,8 @@ describe('api', () => {
       '/v1/approvals': ['get'],
       '/v1/approvals/{task_id}/approve': ['post'],
       '/v1/approvals/{task_id}/reject': ['post'],
+      '/v1/functions': ['get', 'post'],
+      '/v1/functions/{name}': ['delete'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());
@@ -115,6 +117,7 @@ describe('api', () => {
       '/v1/tool_call': ['tool_name'],
       '/v1/tasks': ['tool_name'],
       '/v1/workflows/run': ['workflow'],
+      '/v1/functions': ['name', 'bundle'],
     };
     for (const [path, required] of Object.entries(bodyRequired)) {
       const op = doc.paths[path].post;

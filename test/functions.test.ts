@@ -39,6 +39,7 @@ describe('deployable functions', () => {
       c.startNode({ id: 'fn:north', capabilities: ['site:north'], extraArgs: ALLOW, env: { NODE_SECRET: 'node-only' } }),
       c.startNode({ id: 'fn:south', capabilities: ['site:south'], extraArgs: ALLOW }),
       c.startNode({ id: 'fn:locked', capabilities: ['site:north'] }),
+      c.startNode({ id: 'fn:single', extraArgs: [...ALLOW, '--max-concurrency', '1'] }),
     ]);
     for (const n of started) nodes.set(n.id, n);
   }, 60_000);
@@ -141,7 +142,7 @@ describe('deployable functions', () => {
   });
 
   it('functions - undeploy from one node, then everywhere; an unknown name is FM_ERR_FUNCTION_NOT_FOUND', async () => {
-    await deploy({ name: 'twice', target: { kind: 'local', required_capabilities: [] } });
+    await deploy({ name: 'twice', target: { kind: 'failover_chain', nodes: ['fn:north', 'fn:south', 'fn:locked'] } });
     expect((await hasTool('fn:north', 'twice')) && (await hasTool('fn:south', 'twice'))).toBe(true);
     const one = await c.gateway.client.undeployFunction('twice', 'fn:north');
     expect(one).toMatchObject({ undeployed: 1, nodes: [{ node_id: 'fn:north', status: 'undeployed' }] });
@@ -161,6 +162,18 @@ describe('deployable functions', () => {
     const missing = await http(c.gateway.api, 'DELETE', '/v1/functions/twice');
     expect(missing.status).toBe(404);
     expect(missing.json.error.code).toBe('FM_ERR_FUNCTION_NOT_FOUND');
+  });
+
+  it("functions - calls respect the node's max concurrency: on a node of one, two calls run one after the other", async () => {
+    // Each call notes when it started and ended by the node's clock; with one slot the two spans cannot overlap.
+    const busy =
+      'export default async () => { const start = Date.now(); while (Date.now() - start < 300) {} return { start, end: Date.now() }; };';
+    expect((await deploy({ name: 'busy', bundle: busy, target: { kind: 'explicit', node_id: 'fn:single' } })).deployed).toBe(1);
+    const [a, b] = (await Promise.all([call('busy', 'fn:single'), call('busy', 'fn:single')])).map(
+      (r) => r.output as { start: number; end: number },
+    );
+    expect(a && b).toBeTruthy();
+    expect(a!.end <= b!.start || b!.end <= a!.start).toBe(true);
   });
 
   it('functions - deploy and undeploy need an admin token; listing needs read', async () => {

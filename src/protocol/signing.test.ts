@@ -2,14 +2,20 @@
 import { createHash, createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  bundleHash,
   canonicalJson,
   generateSigningKeys,
   loadSigningKeys,
   resultHash,
+  type SignedDeployFields,
+  signDeploy,
   signResult,
   signTask,
+  signUndeploy,
+  verifyDeploy,
   verifyResult,
   verifyTask,
+  verifyUndeploy,
 } from './signing.js';
 
 describe('signing - canonicalJson', () => {
@@ -166,5 +172,52 @@ describe('signing - TASK frames', () => {
     expect(verifyTask(other.publicKeyPem, fields, sig)).toBe(false);
     expect(verifyTask('not a key', fields, sig)).toBe(false);
     expect(verifyTask(keys.publicKeyPem, fields, '%%%')).toBe(false);
+  });
+});
+
+describe('signing - DEPLOY and UNDEPLOY', () => {
+  const keys = loadSigningKeys(generateSigningKeys().privateKeyPem);
+  const bundle = 'export default async (args) => args;';
+  const fields: SignedDeployFields = {
+    deploy_id: 'dep_1',
+    node_id: 'rpi:device_b',
+    name: 'process-image',
+    bundle_sha256: bundleHash(bundle),
+    memory_mb: 128,
+    timeout_seconds: 30,
+    env: { MODE: 'fast' },
+    issued_at: '2025-01-01T00:00:00.000Z',
+  };
+
+  it('signing - bundleHash is sha256 over the bundle text', () => {
+    expect(bundleHash(bundle)).toBe(`sha256:${createHash('sha256').update(bundle, 'utf8').digest('hex')}`);
+  });
+
+  it('signing - a DEPLOY signature verifies, and fails for any changed field or another key', () => {
+    const sig = signDeploy(keys.privateKey, fields);
+    expect(verifyDeploy(keys.publicKeyPem, fields, sig)).toBe(true);
+    const changes: Partial<SignedDeployFields>[] = [
+      { deploy_id: 'dep_2' },
+      { node_id: 'android:device_a' },
+      { name: 'other' },
+      { bundle_sha256: bundleHash(`${bundle} `) },
+      { memory_mb: 4096 },
+      { timeout_seconds: 3600 },
+      { env: { MODE: 'fast', EXTRA: '1' } },
+      { issued_at: '2025-01-01T00:00:01.000Z' },
+    ];
+    for (const change of changes) expect(verifyDeploy(keys.publicKeyPem, { ...fields, ...change }, sig)).toBe(false);
+    const other = loadSigningKeys(generateSigningKeys().privateKeyPem);
+    expect(verifyDeploy(other.publicKeyPem, fields, sig)).toBe(false);
+    expect(verifyDeploy(keys.publicKeyPem, fields, '%%%')).toBe(false);
+  });
+
+  it('signing - an UNDEPLOY signature never verifies as a DEPLOY or a TASK, nor the other way round', () => {
+    const undeploy = { deploy_id: 'dep_1', node_id: 'rpi:device_b', name: 'process-image', issued_at: fields.issued_at };
+    const sig = signUndeploy(keys.privateKey, undeploy);
+    expect(verifyUndeploy(keys.publicKeyPem, undeploy, sig)).toBe(true);
+    expect(verifyUndeploy(keys.publicKeyPem, { ...undeploy, name: 'other' }, sig)).toBe(false);
+    expect(verifyDeploy(keys.publicKeyPem, fields, sig)).toBe(false);
+    expect(verifyUndeploy(keys.publicKeyPem, undeploy, signDeploy(keys.privateKey, fields))).toBe(false);
   });
 });
