@@ -34,7 +34,8 @@ describe('deployable functions', () => {
   const hasTool = async (nodeId: string, tool: string) => (await c.gateway.client.getNode(nodeId)).capabilities.includes(`tool:${tool}`);
 
   beforeAll(async () => {
-    await c.startGateway();
+    // A short default deadline: a function call without timeout_ms gets its own limit instead (see the limits test).
+    await c.startGateway(['--default-timeout-ms', '1500']);
     const started = await Promise.all([
       c.startNode({ id: 'fn:north', capabilities: ['site:north'], extraArgs: ALLOW, env: { NODE_SECRET: 'node-only' } }),
       c.startNode({ id: 'fn:south', capabilities: ['site:south'], extraArgs: ALLOW }),
@@ -90,11 +91,18 @@ describe('deployable functions', () => {
     expect(oom.error?.message).toContain('32 MB');
     const slow = await call('spin', 'fn:north');
     expect(slow).toMatchObject({ ok: false, error: { code: 'FM_ERR_TOOL_TIMEOUT' } });
+    // The function's own limit struck on the node, and the task's deadline was set from it.
+    expect(slow.error?.message).toContain('exceeded its 1 s time limit');
     const thrown = await call('boom', 'fn:north');
     expect(thrown).toMatchObject({
       ok: false,
       error: { code: 'FM_ERR_EXECUTION', details: { cause: { name: 'RangeError', message: 'boom: pixel out of range' } } },
     });
+
+    // A call without timeout_ms gets the function's limit (10 s), not the gateway's default (1.5 s here).
+    const patient = 'export default async () => { await new Promise((r) => setTimeout(r, 2500)); return { waited: true }; };';
+    await deploy({ name: 'patient', bundle: patient, timeout_seconds: 10, target });
+    expect(await call('patient', 'fn:north')).toMatchObject({ ok: true, output: { waited: true } });
 
     // The same node still runs its tools and its other functions.
     expect(await call('slow_echo', 'fn:north', { ms: 0, value: 'still here' })).toMatchObject({

@@ -42,6 +42,8 @@ export interface TaskRequest {
 
 export interface DispatcherOptions {
   defaultTimeoutMs: number;
+  /** A tool's own default time limit (a deployed function's), used before `defaultTimeoutMs` when a call sets none. */
+  toolTimeoutMs?: (toolName: string) => number | undefined;
   maxAttempts: number;
   resultGraceMs: number;
   /** How long a task waits for an eligible node to come (back) online before it fails. */
@@ -200,7 +202,7 @@ export class Dispatcher {
       tool_name: req.tool_name,
       tool_args: args,
       target: target as JsonValue,
-      timeout_ms: req.timeout_ms ?? this.#opts.defaultTimeoutMs,
+      timeout_ms: req.timeout_ms ?? this.#opts.toolTimeoutMs?.(req.tool_name) ?? this.#opts.defaultTimeoutMs,
       status: TaskStatus.Pending,
       attempts: [],
       result: null,

@@ -48,6 +48,8 @@ interface Pending {
 const LOCAL: Target = { kind: 'local' };
 /** Room for a DEPLOY frame's other fields around the bundle. */
 const FRAME_OVERHEAD = 64 * 1024;
+/** Time for a function call's worker to start and its result to travel, on top of its own limit. */
+const CALL_MARGIN_MS = 5000;
 
 export class FunctionService {
   readonly #store: Store;
@@ -55,8 +57,8 @@ export class FunctionService {
   readonly #scheduler: Scheduler;
   readonly #opts: FunctionServiceOptions;
   readonly #pending = new Map<string, Pending>();
-  /** Names of stored functions, so a tool call can be told apart from a function call without a query. */
-  readonly #names = new Set<string>();
+  /** Stored functions' time limits by name, so a function call is told apart from a tool call without a query. */
+  readonly #timeouts = new Map<string, number>();
 
   constructor(store: Store, registry: Registry, scheduler: Scheduler, opts: FunctionServiceOptions) {
     this.#store = store;
@@ -75,12 +77,22 @@ export class FunctionService {
   }
 
   async load(): Promise<void> {
-    for (const fn of await this.#store.listFunctions()) this.#names.add(fn.name);
+    for (const fn of await this.#store.listFunctions()) this.#timeouts.set(fn.name, fn.timeout_seconds);
   }
 
   /** True when `name` is a function deployed from this gateway. */
   isFunction(name: string): boolean {
-    return this.#names.has(name);
+    return this.#timeouts.has(name);
+  }
+
+  /**
+   * A call to a function that sets no `timeout_ms` gets the function's own
+   * limit plus room for starting its worker and the round trip, so the node's
+   * limit (FM_ERR_TOOL_TIMEOUT from the node) is the one that strikes.
+   */
+  defaultTimeoutMs(name: string): number | undefined {
+    const seconds = this.#timeouts.get(name);
+    return seconds === undefined ? undefined : Math.ceil(seconds * 1000) + CALL_MARGIN_MS;
   }
 
   /** Stores the function and deploys it to every ONLINE node in its target that allows deploys. */
@@ -113,7 +125,7 @@ export class FunctionService {
       updated_at: now,
     };
     await this.#store.putFunction(fn);
-    this.#names.add(fn.name);
+    this.#timeouts.set(fn.name, fn.timeout_seconds);
     // A new deploy starts over: nodes it was undeployed from one by one are in its target again.
     for (const row of await this.#store.listFunctionNodes({ name: fn.name })) {
       if (row.status === FunctionNodeStatus.Undeployed) await this.#store.deleteFunctionNode(fn.name, row.node_id);
@@ -182,7 +194,7 @@ export class FunctionService {
       const rows = await this.#store.listFunctionNodes({ name });
       const holders = new Set(rows.filter((r) => r.status !== FunctionNodeStatus.Undeployed).map((r) => r.node_id));
       await this.#store.deleteFunction(name);
-      this.#names.delete(name);
+      this.#timeouts.delete(name);
       entries = [...this.#registry.all()].filter((e) => e.functions.has(name) || holders.has(e.record.node_id));
     }
     const outcomes = await Promise.all(

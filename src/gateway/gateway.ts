@@ -61,6 +61,7 @@ export class Gateway {
     const scheduler = new Scheduler(this.registry);
     this.dispatcher = new Dispatcher(store, this.registry, scheduler, {
       defaultTimeoutMs: options.defaultTimeoutMs,
+      toolTimeoutMs: (tool) => this.functions.defaultTimeoutMs(tool),
       maxAttempts: options.maxAttempts,
       resultGraceMs: options.resultGraceMs,
       placementTimeoutMs: options.placementTimeoutMs,
