@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dispatchBench } from './dispatch.js';
 import { failoverBench } from './failover.js';
+import { functionsBench } from './functions.js';
 import { scaleBench, schedulingOnlyBench } from './scale.js';
 import { workflowBench } from './workflow.js';
 
@@ -46,6 +47,7 @@ export function saveResult(name: string, data: Record<string, unknown>): string 
 const benches: Record<string, (args: BenchArgs) => Promise<void>> = {
   dispatch: dispatchBench,
   failover: failoverBench,
+  functions: functionsBench,
   workflow: workflowBench,
   scale: scaleBench,
   scheduling: schedulingOnlyBench,
