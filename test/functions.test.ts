@@ -194,6 +194,15 @@ describe('deployable functions', () => {
     expect(bad.status).toBe(400);
   });
 
+  it('functions - the gateway keeps its functions across a restart, and reconnecting nodes keep theirs', async () => {
+    const before = (await c.gateway.client.listFunctions()).map((f) => [f.name, f.version, f.bundle_sha256]);
+    await c.restartGateway(true);
+    expect((await c.gateway.client.listFunctions()).map((f) => [f.name, f.version, f.bundle_sha256])).toEqual(before);
+    await waitFor('fn:north back ONLINE', async () => (await c.gateway.client.getNode('fn:north')).status === 'ONLINE');
+    expect(await call('whoami', 'fn:north', { after: 'gateway restart' })).toMatchObject({ ok: true, output: { node: 'fn:north' } });
+    expect(await hasTool('fn:north', 'whoami')).toBe(true);
+  });
+
   it('functions - CLI deploy bundles a module with its imports, then functions list and undeploy', async () => {
     const dir = join(c.root, 'cli-fn');
     mkdirSync(dir, { recursive: true });
