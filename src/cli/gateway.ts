@@ -33,7 +33,7 @@ export function gatewayCommand(program: Command): void {
     .option('--run-retention-ms <ms>', 'prune finished workflow runs older than this', intOption)
     .option(
       '--node-cert-ttl <duration>',
-      'life of the node certificates pairing issues, e.g. 90d (nodes renew at two thirds)',
+      'life of the node certificates pairing issues, e.g. 30d (default 90d; nodes renew at two thirds)',
       durationOption,
     )
     .option('--tool-policy <tool=mode>', 'allow | deny | supervised for one tool (repeatable; over the file)', toolPolicyOption)
