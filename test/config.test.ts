@@ -163,6 +163,11 @@ describe('config cli', () => {
     });
     expect(env.code).toBe(1);
     expect(env.stderr).toMatch(/FIELDMESH_NODE_WORKER_MEMORY_MB: "8" is not valid; expected an integer from 16 to 65536/);
+    const none = await runCli(['node', '--gateway', '127.0.0.1:1'], 30_000, clean);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toBe(
+      'error FM_ERR_INVALID_OPTION: --id is required (or node_id in [node] of the --config file, or FIELDMESH_NODE_ID)\n',
+    );
   });
 });
 

@@ -14,6 +14,7 @@ import {
   deepOverlay,
   definedOnly,
   envLayer,
+  envName,
   fileLayer,
   type LoadedConfig,
   layerOf,
@@ -334,12 +335,15 @@ export function resolveNodeOptions(
   return deepOverlay(nodeOptionsFromConfig(effectiveConfig('node', env, loaded).doc), flags as Partial<NodeConfigOptions>);
 }
 
-/** A required value that may come from a flag, a variable or the configuration file. */
+/** A required value that may come from a flag, a variable or the configuration file; `key` is its path there (`node.node_id`). */
 export function required<T>(value: T | undefined, flag: string, key: string): T {
   if (value === undefined) {
-    throw new FieldmeshError('FM_ERR_INVALID_OPTION', `${flag} is required (or ${key} in the --config file)`, {
-      details: { option: flag },
-    });
+    const [table, name] = key.split('.') as [string, string];
+    throw new FieldmeshError(
+      'FM_ERR_INVALID_OPTION',
+      `${flag} is required (or ${name} in [${table}] of the --config file, or ${envName(key)})`,
+      { details: { option: flag, key } },
+    );
   }
   return value;
 }

@@ -55,12 +55,12 @@ export function nodeCommand(program: Command): void {
         process.env,
         loadConfigOption(o.config),
       );
-      const id = required(options.id, '--id', 'node_id in [node]');
+      const id = required(options.id, '--id', 'node.node_id');
       const agent = await NodeAgent.start({
         ...options,
-        gateway: required(options.gateway, '--gateway', 'gateway in [node]'),
+        gateway: required(options.gateway, '--gateway', 'node.controller'),
         id,
-        dataDir: required(options.dataDir, '--data-dir', 'data_dir in [node]'),
+        dataDir: required(options.dataDir, '--data-dir', 'node.data_dir'),
         logger: createLogger(logLevel, { node_id: id }),
       });
       // Revoked, or refused as another node: reconnecting cannot help.

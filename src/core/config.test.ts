@@ -267,6 +267,17 @@ describe('config - environment', () => {
 });
 
 describe('config - layers', () => {
+  it('config - a key set in a table that was empty takes the place of the table among the sources', () => {
+    const merged = mergeLayers(
+      layerOf({ security: { tool_policy: { tools: {} } } }, 'default'),
+      layerOf({ security: { tool_policy: { tools: { a: 'deny' } } } }, 'FIELDMESH_X'),
+    );
+    expect(merged.sources).toEqual({ 'security.tool_policy.tools.a': 'FIELDMESH_X' });
+    expect(mergeLayers(layerOf({ security: { tool_policy: { tools: {} } } }, 'default')).sources).toEqual({
+      'security.tool_policy.tools': 'default',
+    });
+  });
+
   it('config - a later layer wins key by key; tables merge, arrays and values replace', () => {
     const merged = mergeLayers(
       layerOf(

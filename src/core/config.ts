@@ -376,8 +376,9 @@ export function mergeLayers(...layers: ConfigLayer[]): ConfigLayer {
   for (const layer of layers) {
     doc = deepOverlay(doc, layer.doc);
     for (const [key, source] of Object.entries(layer.sources)) {
-      // A value that replaces a whole table (a location string over { lat, lon }) takes the table's keys with it.
-      sources = Object.fromEntries(Object.entries(sources).filter(([k]) => !k.startsWith(`${key}.`)));
+      // A value that replaces a whole table (a location string over { lat, lon }) takes the table's keys with it,
+      // and a key set in what was an empty table (`tools = {}` by default) replaces the table's entry.
+      sources = Object.fromEntries(Object.entries(sources).filter(([k]) => !k.startsWith(`${key}.`) && !key.startsWith(`${k}.`)));
       sources[key] = source;
     }
   }
