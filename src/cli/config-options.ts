@@ -133,11 +133,6 @@ function invalid(source: ConfigSource | undefined, key: string, message: string,
   return new FieldmeshError('FM_ERR_INVALID_OPTION', `${where}${key}: ${message}`, { details: { key, value, source } });
 }
 
-/** The keys of `layer` under the given tables, the others dropped. */
-function only(layer: ConfigLayer, keep: (key: string) => boolean, doc: ConfigFile): ConfigLayer {
-  return { doc, sources: Object.fromEntries(Object.entries(layer.sources).filter(([k]) => keep(k))) };
-}
-
 /**
  * Two keys that set the same thing (`[gateway] gateway_id` and a controller's `[node] node_id`): the one from the
  * later layer wins; set differently in the same layer, they are an error naming both.
@@ -161,25 +156,24 @@ function oneOf(layer: ConfigLayer, target: string, other: string, what: string):
 
 /** The sections of a merged layer `fieldmesh gateway` reads, with a controller's `[node]` keys folded into `[gateway]`. */
 function gatewayView(merged: ConfigLayer, controller: boolean): ConfigLayer {
+  const read = (k: string) =>
+    !k.startsWith('node.') || (controller && (k === 'node.mode' || k === 'node.advertise_address' || k.startsWith('node.discovery.')));
   const doc = structuredClone(merged.doc);
-  const sources = { ...merged.sources };
+  const sources = Object.fromEntries(Object.entries(merged.sources).filter(([k]) => read(k)));
   delete doc.node;
   if (controller) {
-    const node = merged.doc.node ?? {};
     for (const [key, other, what] of [
       ['gateway.gateway_id', 'node.node_id', 'the gateway id'],
       ['gateway.listen', 'node.listen', 'the node listener address'],
     ] as const) {
       const picked = oneOf(merged, key, other, what);
-      const name = key.split('.')[1] as 'gateway_id' | 'listen';
-      doc.gateway = { ...doc.gateway, [name]: picked.value as string };
+      doc.gateway = { ...doc.gateway, [key.slice('gateway.'.length)]: picked.value as string };
       if (picked.source !== undefined) sources[key] = picked.source;
     }
+    const node = merged.doc.node ?? {};
     doc.node = definedOnly({ mode: 'controller' as const, advertise_address: node.advertise_address, discovery: node.discovery });
   }
-  const kept = (k: string) =>
-    !k.startsWith('node.') || (controller && (['node.mode', 'node.advertise_address'].includes(k) || k.startsWith('node.discovery.')));
-  return only({ doc, sources }, kept, doc);
+  return { doc, sources };
 }
 
 /** `[node]` as `fieldmesh node` reads it, `controller` folded into `gateway`. */
