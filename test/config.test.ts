@@ -129,6 +129,8 @@ describe('config cli', () => {
         node: { mode: 'controller', discovery: { method: 'static', peers: ['192.168.1.101:8788', '192.168.1.102:8788'] } },
       },
     });
+    const nodeByEnv = await runCli(['config', 'print', '--json'], 30_000, { ...clean, FIELDMESH_NODE_MODE: 'node' });
+    expect(JSON.parse(nodeByEnv.stdout)).toMatchObject({ role: 'node', sources: { 'node.mode': 'FIELDMESH_NODE_MODE' } });
     const badEnv = await runCli(['config', 'print'], 30_000, { ...clean, FIELDMESH_GATEWAY_MAX_BODY_BYTES: '1k' });
     expect(badEnv.code).toBe(1);
     expect(badEnv.stderr).toBe(

@@ -3,6 +3,8 @@ import { type Command, Option } from 'commander';
 import {
   CONFIG_FILE_ENV,
   type ConfigFile,
+  deepOverlay,
+  envLayer,
   formatToml,
   inSchemaOrder,
   type LoadedConfig,
@@ -120,12 +122,16 @@ export function configCommand(program: Command): void {
     .description('print the configuration a role would run with: defaults, then --config, then FIELDMESH_* variables; secrets masked')
     .option('--config <file>', `TOML configuration file (default $${CONFIG_FILE_ENV})`)
     .addOption(
-      new Option('--role <role>', 'gateway or node (default: what the file configures, else gateway)').choices(['gateway', 'node']),
+      new Option('--role <role>', 'gateway or node (default: what the file and variables configure, else gateway)').choices([
+        'gateway',
+        'node',
+      ]),
     )
     .option('--json', 'print JSON: { role, file, config, sources }')
     .action((o: { config?: string; role?: Role; json?: boolean }) => {
       const loaded = loadConfigOption(o.config);
-      const role = o.role ?? (loaded ? rolesOf(loaded.config)[0] : undefined) ?? 'gateway';
+      // The role the file and variables configure, a variable's mode over the file's.
+      const role = o.role ?? rolesOf(deepOverlay(loaded?.config ?? {}, envLayer(process.env).doc))[0] ?? 'gateway';
       const effective = effectiveConfig(role, process.env, loaded);
       const masked = maskSecrets(inSchemaOrder(effective.doc));
       if (o.json) {
