@@ -129,6 +129,15 @@ describe('config cli', () => {
         node: { mode: 'controller', discovery: { method: 'static', peers: ['192.168.1.101:8788', '192.168.1.102:8788'] } },
       },
     });
+    const byVariable = await runCli(['config', 'print', '--json'], 30_000, {
+      ...clean,
+      FIELDMESH_CONFIG: join(examples, 'node-android.toml'),
+    });
+    expect(JSON.parse(byVariable.stdout)).toMatchObject({
+      role: 'node',
+      file: join(examples, 'node-android.toml'),
+      config: { node: { node_id: 'android:device_a', discovery: { method: 'multicast' } } },
+    });
     const nodeByEnv = await runCli(['config', 'print', '--json'], 30_000, { ...clean, FIELDMESH_NODE_MODE: 'node' });
     expect(JSON.parse(nodeByEnv.stdout)).toMatchObject({ role: 'node', sources: { 'node.mode': 'FIELDMESH_NODE_MODE' } });
     const badEnv = await runCli(['config', 'print'], 30_000, { ...clean, FIELDMESH_GATEWAY_MAX_BODY_BYTES: '1k' });

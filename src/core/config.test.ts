@@ -11,6 +11,7 @@ import {
   envName,
   fileLayer,
   formatToml,
+  inSchemaOrder,
   layerOf,
   loadConfigFile,
   maskSecrets,
@@ -316,6 +317,18 @@ describe('config - showing', () => {
       node: { node_id: 'a', pairing_code: '***', request_pairing: true, capabilities: ['x'] },
       other: { api_token: '***', secret: '***', private_key: '***', password: '***', nested: { admin_token: '***' } },
     });
+  });
+
+  it('config - documents are shown in the order of the schema, whatever order the layers set keys in', () => {
+    const doc = {
+      node: { policy: { allow_deploy: true }, location: '1,2', node_id: 'a', mode: 'node' },
+      gateway: { log_level: 'warn', api: ':1' },
+    };
+    const ordered = inSchemaOrder(doc);
+    expect(ordered).toEqual(doc);
+    expect(Object.keys(ordered)).toEqual(['gateway', 'node']);
+    expect(Object.keys(ordered.gateway)).toEqual(['api', 'log_level']);
+    expect(Object.keys(ordered.node)).toEqual(['mode', 'node_id', 'location', 'policy']);
   });
 
   it('config - a document written as TOML reads back the same, each key followed by its source', () => {
