@@ -157,8 +157,18 @@ describe('config - file', () => {
       /node\.discovery\.group: "192\.168\.1\.1" is not valid; expected an IPv4 multicast address from 224\.0\.0\.0 to 239\.255\.255\.255/,
     );
     expect(loadError('[node]\ncontroller = "10.0.0.5:99999"\n').message).toMatch(
-      /node\.controller: "10\.0\.0\.5:99999" is not valid; expected HOST:PORT such as 192\.168\.1\.100:8788 \(port 0 to 65535\)/,
+      /node\.controller: "10\.0\.0\.5:99999" is not valid; expected HOST:PORT such as 192\.168\.1\.100:8788 \(port 1 to 65535\)/,
     );
+    expect(loadError('[node]\nadvertise_address = "10.0.0.5:0"\n').message).toMatch(
+      /node\.advertise_address: "10\.0\.0\.5:0" is not valid; expected HOST:PORT/,
+    );
+    expect(loadError('[gateway]\nlisten = "0.0.0.0:65536"\n').message).toMatch(
+      /gateway\.listen: "0\.0\.0\.0:65536" is not valid; expected HOST:PORT such as 0\.0\.0\.0:8788 \(port 0 to 65535\)/,
+    );
+    expect(loadConfigFile(file('[gateway]\nlisten = ":0"\napi = "[::1]:8787"\n')).config.gateway).toEqual({
+      listen: ':0',
+      api: '[::1]:8787',
+    });
     expect(loadError('[node.discovery]\npeers = ["10.0.0.7"]\n').message).toMatch(
       /node\.discovery\.peers\[0\]: "10\.0\.0\.7" is not valid; expected HOST:PORT/,
     );

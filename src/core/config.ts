@@ -57,11 +57,17 @@ const EnvName = Type.String({
 });
 
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
-const PORT = '(?:6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3}|0)';
-/** `host:port`, `[v6]:port` or `:port` (any host); the port from 0 to 65535. */
+const PORT = '(?:6553[0-5]|655[0-2]\\d|65[0-4]\\d{2}|6[0-4]\\d{3}|[1-5]\\d{4}|[1-9]\\d{0,3})';
+const HOST = '(?:\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9._-]*)';
+/** An address to listen on: `host:port`, `[v6]:port` or `:port` (any host); port 0 picks a free one. */
 const HostPort = Type.String({
-  pattern: `^(?:\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9._-]*):${PORT}$`,
-  description: 'HOST:PORT such as 192.168.1.100:8788 (port 0 to 65535)',
+  pattern: `^${HOST}:(?:${PORT}|0)$`,
+  description: 'HOST:PORT such as 0.0.0.0:8788 (port 0 to 65535)',
+});
+/** An address to dial or be dialled at: a host and a port from 1 to 65535. */
+const Endpoint = Type.String({
+  pattern: `^${HOST}:${PORT}$`,
+  description: 'HOST:PORT such as 192.168.1.100:8788 (port 1 to 65535)',
 });
 const Id = Type.String({
   minLength: 1,
@@ -140,7 +146,7 @@ export type DiscoveryMethod = Static<typeof DiscoveryMethodSchema>;
 /** `[node.discovery]`: how a controller finds its nodes and a node its controller. */
 export const DiscoverySection = section({
   method: DiscoveryMethodSchema,
-  peers: Type.Array(HostPort, { maxItems: 4096 }),
+  peers: Type.Array(Endpoint, { maxItems: 4096 }),
   service_name: ServiceName,
   group: MulticastGroup,
   port: Int(1, 65_535),
@@ -159,10 +165,10 @@ export type NodeMode = Static<typeof NodeModeSchema>;
 export const NodeSection = section({
   mode: NodeModeSchema,
   node_id: Id,
-  gateway: HostPort,
-  controller: HostPort,
+  gateway: Endpoint,
+  controller: Endpoint,
   listen: HostPort,
-  advertise_address: HostPort,
+  advertise_address: Endpoint,
   data_dir: Text,
   name: Type.String({ minLength: 1, maxLength: 256 }),
   platform: Type.String({ minLength: 1, maxLength: 64 }),
