@@ -3,7 +3,15 @@ import type { Command } from 'commander';
 import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
 import { configFileOption, loadConfigOption } from './config.js';
-import { durationOption, logLevelOption, resolveGatewayOptions, toolModeOption, toolPolicyOption } from './config-options.js';
+import {
+  durationOption,
+  type Flags,
+  type GatewayConfigOptions,
+  logLevelOption,
+  resolveGatewayOptions,
+  toolModeOption,
+  toolPolicyOption,
+} from './config-options.js';
 import { collect, intOption } from './format.js';
 
 export function gatewayCommand(program: Command): void {
@@ -45,31 +53,28 @@ export function gatewayCommand(program: Command): void {
       logLevelOption,
     )
     .action(async (o) => {
-      const { logLevel, ...options } = resolveGatewayOptions(
-        {
-          dataDir: o.dataDir,
-          api: o.api,
-          apiTls: o.apiTls,
-          insecureApi: o.insecureApi,
-          listen: o.listen,
-          heartbeatIntervalMs: o.heartbeatIntervalMs,
-          degradedAfterMissed: o.degradedAfterMissed,
-          offlineAfterMs: o.offlineAfterMs,
-          maxFrameBytes: o.maxFrameBytes,
-          maxBodyBytes: o.maxBodyBytes,
-          defaultTimeoutMs: o.defaultTimeoutMs,
-          maxAttempts: o.maxAttempts,
-          placementTimeoutMs: o.placementTimeoutMs,
-          envAllow: o.envAllow,
-          egressTools: o.egressTool,
-          runRetentionMs: o.runRetentionMs,
-          nodeCertTtlMs: o.nodeCertTtl,
-          toolPolicy: { default: o.toolPolicyDefault, approvalTimeoutMs: o.approvalTimeout, tools: o.toolPolicy },
-          logLevel: o.logLevel,
-        },
-        process.env,
-        loadConfigOption(o.config),
-      );
+      const flags: Flags<GatewayConfigOptions> = {
+        dataDir: o.dataDir,
+        api: o.api,
+        apiTls: o.apiTls,
+        insecureApi: o.insecureApi,
+        listen: o.listen,
+        heartbeatIntervalMs: o.heartbeatIntervalMs,
+        degradedAfterMissed: o.degradedAfterMissed,
+        offlineAfterMs: o.offlineAfterMs,
+        maxFrameBytes: o.maxFrameBytes,
+        maxBodyBytes: o.maxBodyBytes,
+        defaultTimeoutMs: o.defaultTimeoutMs,
+        maxAttempts: o.maxAttempts,
+        placementTimeoutMs: o.placementTimeoutMs,
+        envAllow: o.envAllow,
+        egressTools: o.egressTool,
+        runRetentionMs: o.runRetentionMs,
+        nodeCertTtlMs: o.nodeCertTtl,
+        toolPolicy: { default: o.toolPolicyDefault, approvalTimeoutMs: o.approvalTimeout, tools: o.toolPolicy },
+        logLevel: o.logLevel,
+      };
+      const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loadConfigOption(o.config));
       const gateway = await Gateway.start({
         ...options,
         dataDir: options.dataDir!,

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { createLogger } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
 import { configFileOption, loadConfigOption } from './config.js';
-import { logLevelOption, required, resolveNodeOptions } from './config-options.js';
+import { type Flags, logLevelOption, type NodeConfigOptions, required, resolveNodeOptions } from './config-options.js';
 import { collect, intOption, reportError } from './format.js';
 
 export function nodeCommand(program: Command): void {
@@ -33,28 +33,25 @@ export function nodeCommand(program: Command): void {
       logLevelOption,
     )
     .action(async (o) => {
-      const { logLevel, ...options } = resolveNodeOptions(
-        {
-          gateway: o.gateway,
-          id: o.id,
-          dataDir: o.dataDir,
-          name: o.name,
-          platform: o.platform,
-          capabilities: o.capability,
-          location: o.location,
-          maxConcurrency: o.maxConcurrency,
-          allowedTools: o.allowTool,
-          maxPayloadBytes: o.maxPayload,
-          allowDeploy: o.allowDeploy,
-          toolModules: o.toolsModule,
-          gatewayCaFile: o.gatewayCa,
-          pairingCode: o.pair,
-          requestPairing: o.requestPairing,
-          logLevel: o.logLevel,
-        },
-        process.env,
-        loadConfigOption(o.config),
-      );
+      const flags: Flags<NodeConfigOptions> = {
+        gateway: o.gateway,
+        id: o.id,
+        dataDir: o.dataDir,
+        name: o.name,
+        platform: o.platform,
+        capabilities: o.capability,
+        location: o.location,
+        maxConcurrency: o.maxConcurrency,
+        allowedTools: o.allowTool,
+        maxPayloadBytes: o.maxPayload,
+        allowDeploy: o.allowDeploy,
+        toolModules: o.toolsModule,
+        gatewayCaFile: o.gatewayCa,
+        pairingCode: o.pair,
+        requestPairing: o.requestPairing,
+        logLevel: o.logLevel,
+      };
+      const { logLevel, ...options } = resolveNodeOptions(flags, process.env, loadConfigOption(o.config));
       const id = required(options.id, '--id', 'node.node_id');
       const agent = await NodeAgent.start({
         ...options,
