@@ -1,6 +1,6 @@
 // Tests for the configuration layer: TOML checked against one schema, FIELDMESH_* variables read by the
 // same schema, layers merged key by key, secrets masked, documents written back as TOML.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'smol-toml';
@@ -211,6 +211,11 @@ describe('config - environment', () => {
     expect(names).toEqual(
       expect.arrayContaining(['FIELDMESH_NODE_MODE', 'FIELDMESH_NODE_DISCOVERY_METHOD', 'FIELDMESH_NODE_POLICY_MAX_CONCURRENT_TASKS']),
     );
+  });
+
+  it('config - the README lists every variable', () => {
+    const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
+    expect(ENV_VARIABLES.map((v) => v.name).filter((name) => !readme.includes(`\`${name}\``))).toEqual([]);
   });
 
   it('config - values are parsed by the key type: integers, booleans, comma lists, TOOL=MODE lists', () => {
