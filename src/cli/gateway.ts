@@ -1,19 +1,24 @@
 /** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
-import { GatewayConfigFile, loadConfigFile } from '../core/config.js';
-import { parseDuration } from '../core/duration.js';
 import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
-import { type GatewayFileOptions, gatewayOptionsFromConfig, mergeGatewayOptions } from '../gateway/options.js';
-import { defaultDataDir } from './client.js';
-import { durationOption, effectiveLogLevel, toolModeOption, toolPolicyOption } from './config-options.js';
+import { configFileOption, loadConfigOption } from './config.js';
+import {
+  durationOption,
+  type Flags,
+  type GatewayConfigOptions,
+  logLevelOption,
+  resolveGatewayOptions,
+  toolModeOption,
+  toolPolicyOption,
+} from './config-options.js';
 import { collect, intOption } from './format.js';
 
 export function gatewayCommand(program: Command): void {
   program
     .command('gateway')
     .description('run a gateway: HTTP API, node listener (TLS), registry, scheduler and store')
-    .option('--config <file>', 'TOML configuration file ([gateway], [security.tool_policy]); flags override it')
+    .option(...configFileOption("[gateway], [security.tool_policy], a controller's [node]"))
     .option('--data-dir <dir>', 'directory for the SQLite store, TLS material and admin token (default ~/.fieldmesh/gateway)')
     .option('--api <host:port>', 'HTTP API address (default 127.0.0.1:8787)')
     .option('--api-tls', 'serve the API over HTTPS with a certificate from the gateway CA')
@@ -34,18 +39,25 @@ export function gatewayCommand(program: Command): void {
       collect,
     )
     .option('--run-retention-ms <ms>', 'prune finished workflow runs older than this', intOption)
-    .option('--node-cert-ttl <duration>', 'life of the node certificates pairing issues, e.g. 90d (nodes renew at two thirds)', '90d')
+    .option(
+      '--node-cert-ttl <duration>',
+      'life of the node certificates pairing issues, e.g. 30d (default 90d; nodes renew at two thirds)',
+      durationOption,
+    )
     .option('--tool-policy <tool=mode>', 'allow | deny | supervised for one tool (repeatable; over the file)', toolPolicyOption)
     .option('--tool-policy-default <mode>', 'mode of the tools not named: allow (default) | deny | supervised', toolModeOption)
     .option('--approval-timeout <duration>', 'how long a supervised task waits for a decision, e.g. 30s, 10m (default 10m)', durationOption)
-    .option('--log-level <level>', 'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)')
+    .option(
+      '--log-level <level>',
+      'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)',
+      logLevelOption,
+    )
     .action(async (o) => {
-      const file: GatewayFileOptions = o.config ? gatewayOptionsFromConfig(loadConfigFile(o.config, GatewayConfigFile)) : {};
-      const { logLevel, ...options } = mergeGatewayOptions(file, {
+      const flags: Flags<GatewayConfigOptions> = {
         dataDir: o.dataDir,
         api: o.api,
-        apiTls: o.apiTls === true,
-        insecureApi: o.insecureApi === true,
+        apiTls: o.apiTls,
+        insecureApi: o.insecureApi,
         listen: o.listen,
         heartbeatIntervalMs: o.heartbeatIntervalMs,
         degradedAfterMissed: o.degradedAfterMissed,
@@ -58,13 +70,15 @@ export function gatewayCommand(program: Command): void {
         envAllow: o.envAllow,
         egressTools: o.egressTool,
         runRetentionMs: o.runRetentionMs,
-        nodeCertTtlMs: parseDuration('--node-cert-ttl', o.nodeCertTtl as string),
+        nodeCertTtlMs: o.nodeCertTtl,
         toolPolicy: { default: o.toolPolicyDefault, approvalTimeoutMs: o.approvalTimeout, tools: o.toolPolicy },
-      });
+        logLevel: o.logLevel,
+      };
+      const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loadConfigOption(o.config));
       const gateway = await Gateway.start({
         ...options,
-        dataDir: options.dataDir ?? defaultDataDir(),
-        logger: createLogger(effectiveLogLevel(o.logLevel, logLevel)),
+        dataDir: options.dataDir!,
+        logger: createLogger(logLevel),
       });
       const stop = () => {
         void gateway.stop().then(() => process.exit(0));

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../core/version.js';
 import { approvalsCommand } from './approvals.js';
+import { configCommand } from './config.js';
 import { demoCommand } from './demo.js';
 import { deployCommand } from './deploy.js';
 import { reportError } from './format.js';
@@ -20,6 +21,7 @@ const program = new Command('fieldmesh').version(VERSION).description('Run tool 
 program.enablePositionalOptions();
 gatewayCommand(program);
 nodeCommand(program);
+configCommand(program);
 nodesCommand(program);
 pairCommand(program);
 taskCommand(program);

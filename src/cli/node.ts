@@ -1,17 +1,16 @@
 /** `fieldmesh node`: runs a node agent that dials a gateway, until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
-import { loadConfigFile, NodeConfigFile, overlay } from '../core/config.js';
 import { createLogger } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
-import { type NodeFileOptions, nodeOptionsFromConfig } from '../node/options.js';
-import { effectiveLogLevel, required } from './config-options.js';
+import { configFileOption, loadConfigOption } from './config.js';
+import { type Flags, logLevelOption, type NodeConfigOptions, required, resolveNodeOptions } from './config-options.js';
 import { collect, intOption, reportError } from './format.js';
 
 export function nodeCommand(program: Command): void {
   program
     .command('node')
     .description('run a node agent: dial the gateway, advertise tools and capabilities, run tool calls in worker threads')
-    .option('--config <file>', 'TOML configuration file ([node], [node.policy]); flags override it')
+    .option(...configFileOption('[node], [node.discovery], [node.policy]'))
     .option('--gateway <host:port>', 'gateway node listener (required, here or in the file)')
     .option('--id <node_id>', 'node id, e.g. rpi:device_b (required, here or as node_id in the file)')
     .option('--data-dir <dir>', 'directory for the node key and pinned gateway identity (required, here or in the file)')
@@ -28,10 +27,13 @@ export function nodeCommand(program: Command): void {
     .option('--pair <code>', 'pair with this code from `fieldmesh pair` (only needed on the first start)')
     .option('--request-pairing', 'without a certificate or code, ask to pair and wait for `fieldmesh nodes approve ID`')
     .option('--gateway-ca <file>', 'verify the gateway against this CA certificate (also while pairing)')
-    .option('--log-level <level>', 'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)')
+    .option(
+      '--log-level <level>',
+      'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)',
+      logLevelOption,
+    )
     .action(async (o) => {
-      const file: NodeFileOptions = o.config ? nodeOptionsFromConfig(loadConfigFile(o.config, NodeConfigFile)) : {};
-      const { logLevel, ...options } = overlay<NodeFileOptions>(file, {
+      const flags: Flags<NodeConfigOptions> = {
         gateway: o.gateway,
         id: o.id,
         dataDir: o.dataDir,
@@ -46,15 +48,17 @@ export function nodeCommand(program: Command): void {
         toolModules: o.toolsModule,
         gatewayCaFile: o.gatewayCa,
         pairingCode: o.pair,
-        requestPairing: o.requestPairing === true,
-      });
-      const id = required(options.id, '--id', 'node_id in [node]');
+        requestPairing: o.requestPairing,
+        logLevel: o.logLevel,
+      };
+      const { logLevel, ...options } = resolveNodeOptions(flags, process.env, loadConfigOption(o.config));
+      const id = required(options.id, '--id', 'node.node_id');
       const agent = await NodeAgent.start({
         ...options,
-        gateway: required(options.gateway, '--gateway', 'gateway in [node]'),
+        gateway: required(options.gateway, '--gateway', 'node.controller'),
         id,
-        dataDir: required(options.dataDir, '--data-dir', 'data_dir in [node]'),
-        logger: createLogger(effectiveLogLevel(o.logLevel, logLevel), { node_id: id }),
+        dataDir: required(options.dataDir, '--data-dir', 'node.data_dir'),
+        logger: createLogger(logLevel, { node_id: id }),
       });
       // Revoked, or refused as another node: reconnecting cannot help.
       agent.once('fatal', (err) => {

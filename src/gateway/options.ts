@@ -1,6 +1,5 @@
 /** Gateway options: what a user may set, compiled into one object with every value checked and defaulted. */
 import { type HostPort, parseHostPort } from '../core/address.js';
-import { definedOnly, type GatewayConfigFile, type LoadedConfig, overlay, parseDuration } from '../core/config.js';
 import { FieldmeshError } from '../core/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../core/logger.js';
 import { type CompiledToolPolicy, compileToolPolicy, type ToolPolicyOptions } from './tool-policy.js';
@@ -150,51 +149,4 @@ export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayO
 /** What a gateway configuration file sets: options, and the log level the logger is made with. */
 export interface GatewayFileOptions extends Partial<GatewayOptions> {
   logLevel?: LogLevel;
-}
-
-/** Turns the `[gateway]` and `[security]` sections of a checked file into gateway options. */
-export function gatewayOptionsFromConfig(loaded: LoadedConfig<GatewayConfigFile>): GatewayFileOptions {
-  const g = loaded.config.gateway ?? {};
-  const policy = loaded.config.security?.tool_policy;
-  const out: GatewayFileOptions = {
-    dataDir: g.data_dir === undefined ? undefined : loaded.path(g.data_dir),
-    api: g.api,
-    listen: g.listen,
-    gatewayId: g.gateway_id,
-    heartbeatIntervalMs: g.heartbeat_interval_ms,
-    degradedAfterMissed: g.degraded_after_missed,
-    offlineAfterMs: g.offline_after_ms,
-    maxFrameBytes: g.max_frame_bytes,
-    maxBodyBytes: g.max_body_bytes,
-    defaultTimeoutMs: g.default_timeout_ms,
-    maxAttempts: g.max_attempts,
-    placementTimeoutMs: g.placement_timeout_ms,
-    envAllow: g.env_allow,
-    egressTools: g.egress_tools,
-    runRetentionMs: g.run_retention_ms,
-    logLevel: g.log_level as LogLevel | undefined,
-  };
-  if (policy) {
-    out.toolPolicy = {
-      default: policy.default,
-      tools: policy.tools,
-      approvalTimeoutMs:
-        policy.approval_timeout === undefined
-          ? undefined
-          : parseDuration(`${loaded.file}: security.tool_policy.approval_timeout`, policy.approval_timeout),
-    };
-  }
-  return definedOnly(out);
-}
-
-/** Flags over the file's options; the tool policy's per-tool modes merge tool by tool. */
-export function mergeGatewayOptions(fromFile: GatewayFileOptions, flags: GatewayFileOptions): GatewayFileOptions {
-  const merged = overlay(fromFile, flags);
-  if (fromFile.toolPolicy || flags.toolPolicy) {
-    merged.toolPolicy = {
-      ...overlay(fromFile.toolPolicy ?? {}, flags.toolPolicy ?? {}),
-      tools: { ...fromFile.toolPolicy?.tools, ...flags.toolPolicy?.tools },
-    };
-  }
-  return merged;
 }

@@ -2,7 +2,6 @@
 import { availableParallelism, platform as osPlatform } from 'node:os';
 import { resolve } from 'node:path';
 import { type HostPort, parseHostPort } from '../core/address.js';
-import { definedOnly, type LoadedConfig, type NodeConfigFile } from '../core/config.js';
 import { FieldmeshError } from '../core/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../core/logger.js';
 
@@ -293,28 +292,4 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
 /** What a node configuration file sets: options, and the log level the logger is made with. */
 export interface NodeFileOptions extends Partial<NodeOptions> {
   logLevel?: LogLevel;
-}
-
-/** Turns the `[node]` and `[node.policy]` sections of a checked file into node options. */
-export function nodeOptionsFromConfig(loaded: LoadedConfig<NodeConfigFile>): NodeFileOptions {
-  const n = loaded.config.node ?? {};
-  const p = n.policy ?? {};
-  return definedOnly<NodeFileOptions>({
-    id: n.node_id,
-    gateway: n.gateway,
-    dataDir: n.data_dir === undefined ? undefined : loaded.path(n.data_dir),
-    name: n.name,
-    platform: n.platform,
-    capabilities: n.capabilities,
-    location: n.location,
-    toolModules: n.tools_modules?.map(loaded.path),
-    gatewayCaFile: n.gateway_ca === undefined ? undefined : loaded.path(n.gateway_ca),
-    heartbeatIntervalMs: n.heartbeat_interval_ms,
-    workerMemoryMb: n.worker_memory_mb,
-    logLevel: n.log_level as LogLevel | undefined,
-    maxConcurrency: p.max_concurrent_tasks,
-    allowedTools: p.allowed_tools,
-    maxPayloadBytes: p.max_payload_bytes,
-    allowDeploy: p.allow_deploy,
-  });
 }
