@@ -92,6 +92,8 @@ export class NodeListener {
   readonly #opts: NodeListenerOptions;
   /** The certificate serial each live node-protocol socket presented. */
   readonly #peers = new Map<WebSocket, PeerIdentity>();
+  /** Connections the gateway dialed to listen-mode nodes. */
+  readonly #dialed = new Set<WebSocket>();
   readonly stats: ListenerStats = { frames_rejected: 0, connections: 0 };
 
   constructor(
@@ -157,13 +159,13 @@ export class NodeListener {
   }
 
   async close(): Promise<void> {
-    for (const ws of [...this.#wss.clients, ...this.#pairWss.clients]) ws.close(1001, 'gateway shutting down');
+    for (const ws of [...this.#wss.clients, ...this.#pairWss.clients, ...this.#dialed]) ws.close(1001, 'gateway shutting down');
     await Promise.all([this.#wss, this.#pairWss].map((wss) => new Promise<void>((resolve) => wss.close(() => resolve()))));
     this.#router.destroyPending();
     await new Promise<void>((resolve) => {
       this.#router.server.close(() => resolve());
       setTimeout(() => {
-        for (const ws of [...this.#wss.clients, ...this.#pairWss.clients]) ws.terminate();
+        for (const ws of [...this.#wss.clients, ...this.#pairWss.clients, ...this.#dialed]) ws.terminate();
         this.#server.closeAllConnections?.();
         this.#pairServer.closeAllConnections?.();
       }, 500).unref();
@@ -210,8 +212,23 @@ export class NodeListener {
   }
 
   #accept(ws: WebSocket, req: IncomingMessage): void {
-    const remoteAddress = req.socket.remoteAddress ?? 'unknown';
-    const peerCert = (req.socket as TLSSocket).getPeerCertificate();
+    this.#serve(ws, req.socket as TLSSocket);
+  }
+
+  /**
+   * Runs the node protocol on a connection the gateway dialed to a listen-mode
+   * node (see peer-dialer.ts), once its certificate was checked against the
+   * gateway CA: from here on it is served exactly as one the node dialed.
+   */
+  serveDialed(ws: WebSocket, socket: TLSSocket): void {
+    this.#dialed.add(ws);
+    ws.once('close', () => this.#dialed.delete(ws));
+    this.#serve(ws, socket);
+  }
+
+  #serve(ws: WebSocket, socket: TLSSocket): void {
+    const remoteAddress = socket.remoteAddress ?? 'unknown';
+    const peerCert = socket.getPeerCertificate();
     const cn = peerCert.subject?.CN;
     const peer: PeerIdentity = { serial: normalizeSerial(peerCert.serialNumber ?? ''), nodeId: Array.isArray(cn) ? undefined : cn };
     this.#peers.set(ws, peer);

@@ -160,6 +160,15 @@ export interface StateDocsTable {
   updated_at: string;
 }
 
+/** A listen-mode node registered through the API, which the gateway dials. */
+export interface PeersTable {
+  node_id: string;
+  endpoint: string;
+  /** JSON array of strings. */
+  capabilities: string;
+  created_at: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -173,4 +182,5 @@ export interface Database {
   revocations: RevocationsTable;
   api_tokens: ApiTokensTable;
   state_docs: StateDocsTable;
+  peers: PeersTable;
 }
