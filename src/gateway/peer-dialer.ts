@@ -137,10 +137,13 @@ export class PeerDialer {
     });
     peer.ws = ws;
     let socket: TLSSocket | undefined;
+    /** Why this dial was ended on purpose; the error ws reports for that end does not replace it. */
+    let refused = false;
     ws.on('upgrade', (res) => {
       socket = res.socket as TLSSocket;
       const problem = this.#checkNode(socket, nodeId);
       if (problem) {
+        refused = true;
         peer.lastError = problem;
         this.#opts.logger.warn('refused a peer certificate', { endpoint: endpoint.text, error: problem });
         ws.terminate();
@@ -159,11 +162,12 @@ export class PeerDialer {
       this.#listener.serveDialed(ws, socket);
     });
     ws.on('unexpected-response', (_req, res) => {
+      refused = true;
       peer.lastError = `the peer answered the upgrade with HTTP ${res.statusCode}`;
       ws.terminate();
     });
     ws.on('error', (err) => {
-      peer.lastError = err.message;
+      if (!refused) peer.lastError = err.message;
     });
     ws.on('close', (code, reason) => {
       if (peer.ws === ws) peer.ws = undefined;
