@@ -107,6 +107,9 @@ describe('api', () => {
       '/v1/approvals': ['get'],
       '/v1/approvals/{task_id}/approve': ['post'],
       '/v1/approvals/{task_id}/reject': ['post'],
+      '/v1/discovery': ['get'],
+      '/v1/nodes/register': ['post'],
+      '/v1/nodes/register/{node_id}': ['delete'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());

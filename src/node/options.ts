@@ -259,10 +259,10 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
     listen = parseHostPort('node.listen', opts.listen, '0.0.0.0');
   }
   if (gateway === undefined && listen === undefined && discover === 'static') {
-    throw invalid(
-      'node.gateway',
-      undefined,
-      'is required unless the gateway is discovered (discover: multicast | mdns) or dials the node (listen)',
+    throw new FieldmeshError(
+      'FM_ERR_INVALID_OPTION',
+      'node.gateway: "HOST:PORT" is required unless the gateway is discovered (discover: multicast | mdns) or dials the node (listen)',
+      { details: { option: 'node.gateway' } },
     );
   }
   const advertiseAddress =
