@@ -208,4 +208,19 @@ describe('listen mode', () => {
     expect(await status('edge:reg')).toBe('OFFLINE');
     expect((await http(c.gateway.api, 'GET', '/v1/nodes/edge:someone')).status).toBe(404);
   });
+
+  it('register - a node reached by two endpoints is not fought over: one of them backs off', async () => {
+    expect(await status('edge:static')).toBe('ONLINE');
+    // The static peer's node again, under another spelling of its address.
+    const twin = await http(
+      c.gateway.api,
+      'POST',
+      '/v1/nodes/register',
+      JSON.stringify({ node_id: 'edge:static', endpoint: `[::ffff:127.0.0.1]:${staticPort}` }),
+    );
+    expect(twin.status).toBe(201);
+    await waitFor('one endpoint backing off', async () => (await peers()).some((p) => p.failures >= 30));
+    await waitFor('edge:static ONLINE', async () => (await status('edge:static')) === 'ONLINE');
+    expect(await convert('edge:static')).toMatchObject({ ok: true, node_id: 'edge:static' });
+  });
 });

@@ -32,6 +32,8 @@ import { TlsRouter } from './tls-router.js';
 
 /** WebSocket close code for a peer whose identity is refused (revoked, or not the node its certificate names). */
 export const CLOSE_IDENTITY_REFUSED = 4003;
+/** WebSocket close code of a node connection replaced by a newer one of the same node. */
+export const CLOSE_REPLACED = 4009;
 
 /** What one mTLS connection proved at the handshake. */
 interface PeerIdentity {
@@ -351,7 +353,7 @@ export class NodeListener {
     const entry = await this.#registry.register(frame, version, conn);
     if (previousConn && previousConn !== conn) {
       // The same node dialled again (a network blip leaves the old socket half-open): the new connection wins.
-      previousConn.close(4009, 'replaced by a newer connection');
+      previousConn.close(CLOSE_REPLACED, 'replaced by a newer connection');
       this.#dispatcher.failNode(frame.node_id, {
         code: 'FM_ERR_CONNECTION_LOST',
         message: `Node "${frame.node_id}" reconnected; its earlier connection was dropped`,

@@ -14,7 +14,7 @@ import WebSocket from 'ws';
 import type { Logger } from '../core/logger.js';
 import { NODE_PROTOCOL_PATH, type PeerEndpoint } from '../protocol/peers.js';
 import { normalizeSerial } from '../protocol/pki.js';
-import type { NodeListener } from './node-listener.js';
+import { CLOSE_REPLACED, type NodeListener } from './node-listener.js';
 import type { PairingService } from './pairing.js';
 import type { GatewayIdentity } from './tls.js';
 
@@ -175,6 +175,15 @@ export class PeerDialer {
       peer.connected = false;
       if (this.#stopped || peer.removed) return;
       if (wasConnected && Date.now() - peer.connectedAt >= STABLE_MS) peer.failures = 0;
+      if (code === CLOSE_REPLACED) {
+        // The same node connected through another path (another endpoint of it, or it dialed itself): redialing
+        // at once would take the node from that connection, and that one's redial from this one, over and over.
+        this.#opts.logger.warn('a listen-mode node is also reached another way; redialing it rarely', {
+          endpoint: endpoint.text,
+          node_id: nodeId ?? undefined,
+        });
+        peer.failures = Math.max(peer.failures, 30);
+      }
       if (wasConnected) {
         this.#opts.logger.warn('connection to a listen-mode node closed', { endpoint: endpoint.text, code, reason: reason.toString() });
       }

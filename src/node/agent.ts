@@ -50,6 +50,8 @@ export const NODE_CONNECT_PATH = NODE_PROTOCOL_PATH;
 export const SIGNING_KEY_FILE = 'signing.key';
 /** WebSocket close code of a gateway refusing this node's identity (revoked, or not the node its certificate names). */
 export const CLOSE_IDENTITY_REFUSED = 4003;
+/** WebSocket close code of a connection replaced by a newer one (listen mode: the gateway dialed again). */
+export const CLOSE_REPLACED = 4009;
 
 export type NodeAgentState = 'connecting' | 'listening' | 'registering' | 'ready' | 'backoff' | 'stopping' | 'stopped';
 
@@ -516,7 +518,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.conn = conn;
     if (previous) {
       this.stopHeartbeats();
-      previous.ws.terminate();
+      // The code tells a gateway dialing this node by two endpoints to stop taking turns.
+      previous.ws.close(CLOSE_REPLACED, 'replaced by a newer connection');
+      setTimeout(() => previous.ws.terminate(), 1000).unref();
     }
     this.log.info('gateway dialed in', { remote });
     this.wire(conn);
