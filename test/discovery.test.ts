@@ -152,6 +152,19 @@ describe('multicast discovery', () => {
       await other.stop();
     }
   });
+
+  it('discovery - a node that found the gateway by multicast finds it again when it moves to another port', async () => {
+    const id = 'edge:finder';
+    expect((await c.gateway.client.getNode(id)).status).toBe('ONLINE');
+    const before = c.gateway.listen;
+    await c.gateway.proc.stop();
+    await c.startGateway(['--multicast', ...mc, '--multicast-interval-ms', '300'], {
+      api: c.gateway.api.replace(/^https?:\/\//, ''),
+      listen: '127.0.0.1:0',
+    });
+    expect(c.gateway.listen).not.toBe(before);
+    await waitFor(`${id} ONLINE at the moved gateway`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE', 30_000);
+  }, 45_000);
 });
 
 describe('mdns discovery', () => {

@@ -967,6 +967,19 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     );
   }
 
+  /** One round of discovery; a gateway found at another address is dialed from now on. */
+  private async rediscover(): Promise<void> {
+    try {
+      const found = await discoverGateway(this.options, this.identity, this.caPem, this.advertiser, () => this.stopping !== undefined, 1);
+      if (!found) return;
+      const text = formatHostPort(found.address);
+      if (text !== this.gatewayText) this.log.info('the gateway answers at a new address', { previous: this.gatewayText, gateway: text });
+      this.gateway = found.address;
+    } catch (err) {
+      this.log.warn('could not look for the gateway again', { error: (err as Error).message });
+    }
+  }
+
   private onClose(conn: Connection, code: number, reason: string): void {
     if (conn !== this.conn) return;
     this.conn = undefined;
@@ -1006,7 +1019,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.log.debug('reconnecting', { in_ms: delay, attempt: this.reconnectAttempt });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      this.connect();
+      // A gateway found by discovery that stays unreachable may have moved: look again before dialing.
+      if (this.options.gateway === undefined && this.options.discover !== 'static' && this.reconnectAttempt >= 2) {
+        void this.rediscover().finally(() => this.connect());
+      } else this.connect();
     }, delay);
   }
 }

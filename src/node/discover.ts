@@ -29,7 +29,8 @@ const ROUND_MS = 5000;
 
 /**
  * Looks for the gateway until one that matches is found (each round that
- * finds none is logged), or `stopped()` turns true (resolves undefined).
+ * finds none is logged), `stopped()` turns true or `maxRounds` rounds found
+ * none (resolves undefined).
  */
 export async function discoverGateway(
   opts: CompiledNodeOptions,
@@ -37,6 +38,7 @@ export async function discoverGateway(
   caPem: string | undefined,
   advertiser: MulticastAdvertiser | undefined,
   stopped: () => boolean = () => false,
+  maxRounds = Number.POSITIVE_INFINITY,
 ): Promise<DiscoveredGateway | undefined> {
   const pinnedCa = caPem ?? identity?.caPem;
   const expectedCa = pinnedCa === undefined ? undefined : fingerprintHex(new X509Certificate(pinnedCa).fingerprint256);
@@ -45,7 +47,7 @@ export async function discoverGateway(
   const caMatches = (fingerprint: string) =>
     expectedCa !== undefined ? fingerprintHex(fingerprint) === expectedCa : code ? codeMatchesFingerprint(code, fingerprint) : true;
   const log = opts.logger;
-  for (let round = 1; !stopped(); round++) {
+  for (let round = 1; round <= maxRounds && !stopped(); round++) {
     try {
       if (opts.discover === 'mdns') {
         const found = await browseGateways({
