@@ -188,6 +188,26 @@ describe('listen mode', () => {
     await waitFor('edge:static ONLINE after the restart', async () => (await status('edge:static')) === 'ONLINE');
   });
 
+  it('register - fieldmesh nodes register, discovered and unregister', async () => {
+    const api = ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
+    const reg = await runCli(['nodes', 'register', 'edge:cli', '127.0.0.1:1', '--capability', 'hardware:gps', ...api]);
+    expect(reg.stderr).toBe('');
+    expect(reg.stdout).toBe('registered edge:cli at 127.0.0.1:1; the gateway dials it now\n');
+    const shown = await runCli(['nodes', 'discovered', ...api]);
+    expect(shown.stdout).toContain('discovery: none\nno nodes heard\n');
+    expect(shown.stdout).toMatch(/127\.0\.0\.1:1\s+edge:cli\s+registered\s+false/);
+    expect(JSON.parse((await runCli(['nodes', 'discovered', '--json', ...api])).stdout).peers).toContainEqual(
+      expect.objectContaining({ endpoint: '127.0.0.1:1', node_id: 'edge:cli', source: 'registered' }),
+    );
+    const bad = await runCli(['nodes', 'register', 'edge:cli2', '127.0.0.1:99999', ...api]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('error FM_ERR_INVALID_REQUEST: endpoint: "127.0.0.1:99999" is not a valid endpoint');
+    expect((await runCli(['nodes', 'unregister', 'edge:cli', ...api])).stdout).toBe('unregistered edge:cli (127.0.0.1:1)\n');
+    const again = await runCli(['nodes', 'unregister', 'edge:cli', ...api]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain('FM_ERR_NODE_NOT_FOUND');
+  });
+
   it('register - a node answering at a registered endpoint under another id is refused', async () => {
     const del = await http(c.gateway.api, 'DELETE', '/v1/nodes/register/edge:reg');
     expect(del.status).toBe(200);
