@@ -191,5 +191,13 @@ describe('mdns discovery', () => {
     );
     c.procs.push(managed);
     await waitFor(`${id} ONLINE`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
+    await managed.stop();
+    await waitFor(`${id} OFFLINE`, async () => (await c.gateway.client.getNode(id)).status === 'OFFLINE');
+    // Paired now: only a gateway with the CA it paired with is taken.
+    const again = await startProcess(['node', '--id', id, '--data-dir', c.nodeDataDir(id), '--discover', 'mdns', ...mdns], 'node ready', {
+      cliPath,
+    });
+    c.procs.push(again.managed);
+    await waitFor(`${id} ONLINE again`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
   });
 });
