@@ -97,13 +97,13 @@ export class PeerDialer {
   }
 
   /** Stops dialing an endpoint and closes its connection. */
-  remove(endpoint: string): void {
+  remove(endpoint: string, code = 1000, reason = 'peer removed'): void {
     const peer = this.#peers.get(endpoint);
     if (!peer) return;
     this.#peers.delete(endpoint);
     peer.removed = true;
     if (peer.timer) clearTimeout(peer.timer);
-    peer.ws?.close(1000, 'peer removed');
+    peer.ws?.close(code, reason);
   }
 
   list(): PeerStatus[] {
@@ -120,7 +120,7 @@ export class PeerDialer {
 
   stop(): void {
     this.#stopped = true;
-    for (const endpoint of [...this.#peers.keys()]) this.remove(endpoint);
+    for (const endpoint of [...this.#peers.keys()]) this.remove(endpoint, 1001, 'gateway shutting down');
   }
 
   #dial(peer: Peer): void {
