@@ -143,8 +143,8 @@ describe('multicast discovery', () => {
           '--log-level',
           'warn',
         ],
-        // It keeps looking for its own gateway; the test ends it after some rounds.
-        12_000,
+        // It keeps looking for its own gateway; the test ends it after a round or two.
+        14_000,
       ).catch((err: Error) => ({ code: null, stdout: err.message, stderr: '' }));
       expect(res.stdout).toContain('no gateway found yet');
       expect((await http(c.gateway.api, 'GET', '/v1/nodes/edge:elsewhere')).status).toBe(404);

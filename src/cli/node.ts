@@ -6,46 +6,45 @@ import { createLogger } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
 import { type NodeFileOptions, nodeOptionsFromConfig } from '../node/options.js';
 import { effectiveLogLevel, required } from './config-options.js';
-import { discoveryNetworkFlags } from './discovery-options.js';
 import { collect, intOption, reportError } from './format.js';
 
 export function nodeCommand(program: Command): void {
-  discoveryNetworkFlags(
-    program
-      .command('node')
-      .description('run a node agent: dial the gateway, advertise tools and capabilities, run tool calls in worker threads')
-      .option('--config <file>', 'TOML configuration file ([node], [node.policy]); flags override it')
-      .option('--gateway <host:port>', 'gateway node listener (required unless --discover or --listen, here or in the file)')
-      .option(
-        '--listen <host:port>',
-        'listen mode: wait for the gateway to dial this address (mutual TLS); pair first with --gateway or --discover',
-      )
-      .option(
-        '--advertise-address <host:port>',
-        'address put in ADVERTISE as where this node accepts a dial (default the --listen address)',
-      )
-      .option(
-        '--discover <method>',
-        'find the gateway without --gateway: multicast | mdns (multicast also advertises this node)',
-        discoverOption,
-      )
-      .option('--advertise-interval-ms <ms>', 'interval between ADVERTISE messages (default 30000)', intOption)
-      .option('--id <node_id>', 'node id, e.g. rpi:device_b (required, here or as node_id in the file)')
-      .option('--data-dir <dir>', 'directory for the node key and pinned gateway identity (required, here or in the file)')
-      .option('--name <name>', 'human name, e.g. "Raspberry Pi B"')
-      .option('--platform <platform>', 'platform (linux, android, macos, windows, …); detected when absent')
-      .option('--capability <cap>', 'capability to advertise (repeatable), e.g. hardware:gps', collect)
-      .option('--location <lat,lon>', 'location, e.g. 37.7749,-122.4194')
-      .option('--max-concurrency <n>', 'node policy max_concurrent_tasks: tool calls run at once (default: CPU count)', intOption)
-      .option('--allow-tool <name>', 'node policy allowed_tools: run only these tools (repeatable; default all)', collect)
-      .option('--max-payload <bytes>', 'node policy max_payload_bytes: largest tool_args accepted, in bytes of JSON', intOption)
-      .option('--allow-deploy', 'node policy allow_deploy: accept functions deployed by the gateway')
-      .option('--no-allow-deploy', 'refuse deployed functions (the default)')
-      .option('--tools-module <path>', 'ESM module exporting `tools` to run besides the built-ins (repeatable)', collect)
-      .option('--pair <code>', 'pair with this code from `fieldmesh pair` (only needed on the first start)')
-      .option('--request-pairing', 'without a certificate or code, ask to pair and wait for `fieldmesh nodes approve ID`')
-      .option('--gateway-ca <file>', 'verify the gateway against this CA certificate (also while pairing)'),
-  )
+  program
+    .command('node')
+    .description('run a node agent: dial the gateway, advertise tools and capabilities, run tool calls in worker threads')
+    .option('--config <file>', 'TOML configuration file ([node], [node.policy]); flags override it')
+    .option('--gateway <host:port>', 'gateway node listener (required unless --discover or --listen, here or in the file)')
+    .option(
+      '--listen <host:port>',
+      'listen mode: wait for the gateway to dial this address (mutual TLS); pair first with --gateway or --discover',
+    )
+    .option('--advertise-address <host:port>', 'address put in ADVERTISE as where this node accepts a dial (default the --listen address)')
+    .option(
+      '--discover <method>',
+      'find the gateway without --gateway: multicast | mdns (multicast also advertises this node)',
+      discoverOption,
+    )
+    .option('--advertise-interval-ms <ms>', 'interval between ADVERTISE messages (default 30000)', intOption)
+    .option('--id <node_id>', 'node id, e.g. rpi:device_b (required, here or as node_id in the file)')
+    .option('--data-dir <dir>', 'directory for the node key and pinned gateway identity (required, here or in the file)')
+    .option('--name <name>', 'human name, e.g. "Raspberry Pi B"')
+    .option('--platform <platform>', 'platform (linux, android, macos, windows, …); detected when absent')
+    .option('--capability <cap>', 'capability to advertise (repeatable), e.g. hardware:gps', collect)
+    .option('--location <lat,lon>', 'location, e.g. 37.7749,-122.4194')
+    .option('--max-concurrency <n>', 'node policy max_concurrent_tasks: tool calls run at once (default: CPU count)', intOption)
+    .option('--allow-tool <name>', 'node policy allowed_tools: run only these tools (repeatable; default all)', collect)
+    .option('--max-payload <bytes>', 'node policy max_payload_bytes: largest tool_args accepted, in bytes of JSON', intOption)
+    .option('--allow-deploy', 'node policy allow_deploy: accept functions deployed by the gateway')
+    .option('--no-allow-deploy', 'refuse deployed functions (the default)')
+    .option('--tools-module <path>', 'ESM module exporting `tools` to run besides the built-ins (repeatable)', collect)
+    .option('--pair <code>', 'pair with this code from `fieldmesh pair` (only needed on the first start)')
+    .option('--request-pairing', 'without a certificate or code, ask to pair and wait for `fieldmesh nodes approve ID`')
+    .option('--gateway-ca <file>', 'verify the gateway against this CA certificate (also while pairing)')
+    .option('--multicast-group <ip>', 'multicast group (default 239.255.70.77)')
+    .option('--multicast-port <n>', 'multicast UDP port (default 37020)', intOption)
+    .option('--multicast-interface <ip>', 'IPv4 address of the interface to use for multicast and mDNS (default: the system picks)')
+    .option('--service-name <name>', 'mDNS service type (default _fieldmesh._tcp.local.)')
+    .option('--mdns-port <n>', 'mDNS UDP port (default 5353; another port makes a private test network)', intOption)
     .option('--log-level <level>', 'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)')
     .action(async (o) => {
       const file: NodeFileOptions = o.config ? nodeOptionsFromConfig(loadConfigFile(o.config, NodeConfigFile)) : {};
