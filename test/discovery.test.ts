@@ -173,13 +173,13 @@ describe('mdns discovery', () => {
 
   beforeAll(async () => {
     mdns = ['--multicast-interface', LOOPBACK, '--mdns-port', String(await freeUdpPort())];
-    await c.startGateway(['--mdns', ...mdns]);
+    await c.startGateway(['--mdns', ...mdns, '--gateway-id', 'gateway:lab']);
   });
   afterAll(() => c.stop());
 
   it('mdns - the gateway advertises and a node with --discover mdns finds it, pairs and comes online', async () => {
     const view = (await http(c.gateway.api, 'GET', '/v1/discovery')).json;
-    expect(view.mdns).toEqual({ enabled: true, service_name: '_fieldmesh._tcp.local.', fqdn: 'gateway:main._fieldmesh._tcp.local' });
+    expect(view.mdns).toEqual({ enabled: true, service_name: '_fieldmesh._tcp.local.', fqdn: 'gateway:lab._fieldmesh._tcp.local' });
     expect(view.multicast).toEqual({ enabled: false });
     expect(view.nodes).toEqual([]);
     const id = 'edge:mdns';

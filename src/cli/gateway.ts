@@ -38,6 +38,7 @@ export function gatewayCommand(program: Command): void {
     .option('--tool-policy <tool=mode>', 'allow | deny | supervised for one tool (repeatable; over the file)', toolPolicyOption)
     .option('--tool-policy-default <mode>', 'mode of the tools not named: allow (default) | deny | supervised', toolModeOption)
     .option('--approval-timeout <duration>', 'how long a supervised task waits for a decision, e.g. 30s, 10m (default 10m)', durationOption)
+    .option('--gateway-id <id>', 'id in WELCOME frames, GATEWAY announcements and the mDNS instance name (default gateway:main)')
     .option('--peer <host:port>', 'listen-mode node to dial (fieldmesh node --listen), redialed with backoff (repeatable)', collect)
     .option('--advertise-address <host:port>', 'node-listener address told to nodes by multicast and mDNS (default the --listen address)')
     .option('--multicast', 'UDP multicast discovery: send DISCOVER, cache signed ADVERTISE, answer nodes looking for a gateway')
@@ -70,6 +71,7 @@ export function gatewayCommand(program: Command): void {
         runRetentionMs: o.runRetentionMs,
         nodeCertTtlMs: parseDuration('--node-cert-ttl', o.nodeCertTtl as string),
         toolPolicy: { default: o.toolPolicyDefault, approvalTimeoutMs: o.approvalTimeout, tools: o.toolPolicy },
+        gatewayId: o.gatewayId,
         peers: o.peer,
         advertiseAddress: o.advertiseAddress,
         discovery: discoveryFlags(o),
