@@ -123,6 +123,25 @@ describe('multicast discovery', () => {
     await waitFor(`${id} ONLINE again`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
   });
 
+  it('discovery - a listen-mode node pairs through the discovered gateway, advertises where it listens, and is dialed once registered', async () => {
+    const id = 'edge:listener';
+    const code = (await c.gateway.client.createPairingCode({ node_id: id })).code;
+    const args = ['node', '--id', id, '--data-dir', c.nodeDataDir(id), '--discover', 'multicast', ...mc, '--listen', '127.0.0.1:0'];
+    const { managed, ready } = await startProcess([...args, '--pair', code], 'node listening', { cliPath });
+    c.procs.push(managed);
+    const listen = String(ready.listen);
+    const heard = await waitFor(`${id} advertising ${listen}`, async () => {
+      const n = await seen(id);
+      return n?.listen === listen ? n : undefined;
+    });
+    expect(heard).toMatchObject({ paired: true, trusted: true });
+    // It listens and does not dial: the gateway dials it once it is registered.
+    expect((await http(c.gateway.api, 'GET', `/v1/nodes/${id}`)).status).toBe(404);
+    const reg = await http(c.gateway.api, 'POST', '/v1/nodes/register', JSON.stringify({ node_id: id, endpoint: listen }));
+    expect(reg.status).toBe(201);
+    await waitFor(`${id} ONLINE`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
+  });
+
   it('discovery - a node whose pairing code names another CA does not take this gateway', async () => {
     const other = new Cluster();
     try {
