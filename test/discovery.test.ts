@@ -1,11 +1,12 @@
 // Discovery through real gateway and node processes, on the loopback interface only: multicast ADVERTISE/DISCOVER/GATEWAY,
 // GET /v1/discovery with paired/trusted and dropped forgeries, a node with no --gateway finding one, and mDNS.
-import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProcess } from '../src/cli/processes.js';
 import { VERSION } from '../src/core/version.js';
-import { signDiscoveryMessage } from '../src/protocol/discovery.js';
+import { type GatewayMessage, signDiscoveryMessage, verifyDiscoverySignature } from '../src/protocol/discovery.js';
 import { Cluster, cliPath, http, runCli, waitFor } from './harness.js';
 import { freeUdpPort, GroupProbe, LOOPBACK } from './loopback-multicast.js';
 
@@ -65,6 +66,19 @@ describe('multicast discovery', () => {
     expect(view.multicast).toMatchObject({ enabled: true, group: '239.255.70.77', port, interface: LOOPBACK });
     expect(view.mdns).toEqual({ enabled: false });
     expect(view.peers).toEqual([]);
+  });
+
+  it('discovery - the gateway answers DISCOVER with a signed GATEWAY naming its node listener and CA fingerprint', async () => {
+    await probe.send({ v: 1, type: 'DISCOVER', seek: 'gateways', nonce: randomBytes(16).toString('base64url') });
+    const answer = await waitFor('a GATEWAY answer', () => probe.ofType('GATEWAY')[0]);
+    expect(answer.message).toMatchObject({
+      gateway_id: 'gateway:main',
+      node_listen: c.gateway.listen,
+      ca_fingerprint: new X509Certificate(c.gateway.ca).fingerprint256,
+    });
+    expect(verifyDiscoverySignature(answer.message as GatewayMessage)).toBe(true);
+    const signingKey = readFileSync(join(c.gateway.dataDir, 'tls', 'gateway-signing.key'), 'utf8');
+    expect(answer.message.public_key).toBe(createPublicKey(signingKey).export({ type: 'spki', format: 'pem' }).toString());
   });
 
   it('discovery - a paired node that advertises is listed paired and trusted; a stranger is listed untrusted', async () => {

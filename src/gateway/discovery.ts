@@ -4,6 +4,7 @@
  * advertisement, and the listen-mode nodes it dials (static peers and those
  * registered through the API). Each is off unless its option is set.
  */
+import { formatHostPort } from '../core/address.js';
 import { FieldmeshError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { advertiseGatewayMdns, type MdnsAdvertisement } from '../discovery/mdns.js';
@@ -54,8 +55,7 @@ export class GatewayDiscovery {
     this.#dialer = new PeerDialer(identity, this.#pairing, listener, { maxFrameBytes: o.maxFrameBytes, logger: this.#logger });
     for (const endpoint of o.peers) this.#dialer.add({ endpoint, nodeId: null, source: 'static' });
     for (const peer of await this.#store.listPeers()) this.#dialRegistered(peer);
-    const nodeListen =
-      o.advertiseAddress ?? `${listenAddress.host.includes(':') ? `[${listenAddress.host}]` : listenAddress.host}:${listenAddress.port}`;
+    const nodeListen = o.advertiseAddress ?? formatHostPort(listenAddress);
     if (o.discovery.multicast) {
       const m = o.discovery.multicast;
       const multicast = new MulticastDiscovery({
