@@ -95,6 +95,22 @@ describe('listen mode', () => {
     expect(await convert('edge:static')).toMatchObject({ ok: true, node_id: 'edge:static' });
   });
 
+  it('listen - an address already in use is refused with the option and the address', async () => {
+    const res = await runCli([
+      'node',
+      '--id',
+      'edge:other',
+      '--data-dir',
+      c.nodeDataDir('edge:other'),
+      '--listen',
+      `127.0.0.1:${staticPort}`,
+      '--log-level',
+      'silent',
+    ]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toContain(`error FM_ERR_INVALID_OPTION: node.listen: cannot listen on 127.0.0.1:${staticPort}: listen EADDRINUSE`);
+  });
+
   it('listen - only the gateway may dial a listening node: another node certificate, or none, is refused', async () => {
     const tls = join(c.nodeDataDir('edge:other'), 'tls');
     const dial = (options: WebSocket.ClientOptions) =>

@@ -486,13 +486,23 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       },
     });
     wss.on('connection', (ws, req) => this.adopt(ws, req.socket.remoteAddress ?? 'unknown'));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(at.port, at.host, () => {
-        server.off('error', reject);
-        resolve();
+    // ws repeats the server's errors; the server's own handlers below report them.
+    wss.on('error', () => undefined);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(at.port, at.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    } catch (err) {
+      wss.close();
+      throw new FieldmeshError('FM_ERR_INVALID_OPTION', `node.listen: cannot listen on ${formatHostPort(at)}: ${(err as Error).message}`, {
+        details: { option: 'node.listen', value: formatHostPort(at) },
+        cause: err,
+      });
+    }
     server.on('error', (err) => this.log.error('listen server error', { error: err.message }));
     this.server = server;
     this.wss = wss;
