@@ -8,5 +8,6 @@ export { NodeAgent } from './node/agent.js';
 export type { NodeOptions } from './node/options.js';
 export type { ToolContext, ToolDefinition, ToolState } from './node/tools/types.js';
 export * from './protocol/api.js';
+export type { DiscoveryResponse, PeerStatusView, Registered } from './protocol/discovery-api.js';
 export { CONFLICT_STRATEGIES, ConflictStrategy, type StateDocument } from './protocol/state.js';
 export type { Target } from './protocol/target.js';

@@ -109,6 +109,9 @@ describe('api', () => {
       '/v1/approvals/{task_id}/reject': ['post'],
       '/v1/functions': ['get', 'post'],
       '/v1/functions/{name}': ['delete'],
+      '/v1/discovery': ['get'],
+      '/v1/nodes/register': ['post'],
+      '/v1/nodes/register/{node_id}': ['delete'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());

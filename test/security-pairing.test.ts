@@ -33,7 +33,7 @@ describe('pairing', () => {
 
   it('pairing - the gateway keeps its CA, server and signing keys 0600 in its data dir', () => {
     const tls = join(c.gateway.dataDir, 'tls');
-    for (const key of ['ca.key', 'gateway.key', 'gateway-signing.key']) expect(mode(join(tls, key))).toBe(0o600);
+    for (const key of ['ca.key', 'gateway.key', 'gateway-signing.key', 'gateway-client.key']) expect(mode(join(tls, key))).toBe(0o600);
     expect(inspectCertificate(readFileSync(join(tls, 'ca.crt'))).commonName).toMatch(/^fieldmesh gateway CA/);
   });
 

@@ -36,27 +36,10 @@ export const DEFAULT_MULTICAST_GROUP = '239.255.70.77';
 export const DEFAULT_MULTICAST_PORT = 37020;
 export const DEFAULT_SERVICE_NAME = '_fieldmesh._tcp.local.';
 
-/** Discovery options of a gateway: listen-mode peers it dials, multicast and mDNS (each on when present). */
-export interface GatewayDiscoveryOptions {
-  peers?: string[];
-  advertiseAddress?: string;
-  discovery?: {
-    multicast?: { group: string; port: number; interface?: string; intervalMs?: number };
-    mdns?: { serviceName: string };
-  };
-}
-
-/** Discovery options of a node: listen mode, the address it advertises, and how it finds a gateway. */
-export interface NodeDiscoveryOptions {
-  listen?: string;
-  advertiseAddress?: string;
-  discover?: 'multicast' | 'mdns';
-  multicast?: { group?: string; port?: number; interface?: string };
-  serviceName?: string;
-}
-
-export type GatewayConfigOptions = GatewayFileOptions & GatewayDiscoveryOptions;
-export type NodeConfigOptions = NodeFileOptions & NodeDiscoveryOptions;
+/** Everything `fieldmesh gateway` takes from flags, variables and the file. */
+export type GatewayConfigOptions = GatewayFileOptions;
+/** Everything `fieldmesh node` takes from flags, variables and the file. */
+export type NodeConfigOptions = NodeFileOptions;
 
 /** Flags as commander gives them: any value may be absent, nested ones too. */
 export type Flags<T> = {

@@ -1,7 +1,9 @@
 /** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
+import { definedOnly } from '../core/config.js';
 import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
+import type { GatewayOptions } from '../gateway/options.js';
 import { configFileOption, loadConfigOption } from './config.js';
 import {
   durationOption,
@@ -47,6 +49,17 @@ export function gatewayCommand(program: Command): void {
     .option('--tool-policy <tool=mode>', 'allow | deny | supervised for one tool (repeatable; over the file)', toolPolicyOption)
     .option('--tool-policy-default <mode>', 'mode of the tools not named: allow (default) | deny | supervised', toolModeOption)
     .option('--approval-timeout <duration>', 'how long a supervised task waits for a decision, e.g. 30s, 10m (default 10m)', durationOption)
+    .option('--gateway-id <id>', 'id in WELCOME frames, GATEWAY announcements and the mDNS instance name (default gateway:main)')
+    .option('--peer <host:port>', 'listen-mode node to dial (fieldmesh node --listen), redialed with backoff (repeatable)', collect)
+    .option('--advertise-address <host:port>', 'node-listener address told to nodes by multicast and mDNS (default the --listen address)')
+    .option('--multicast', 'UDP multicast discovery: send DISCOVER, cache signed ADVERTISE, answer nodes looking for a gateway')
+    .option('--multicast-interval-ms <ms>', 'interval between DISCOVER requests (default 30000)', intOption)
+    .option('--mdns', 'advertise the gateway over mDNS with its node port and CA fingerprint')
+    .option('--multicast-group <ip>', 'multicast group (default 239.255.70.77)')
+    .option('--multicast-port <n>', 'multicast UDP port (default 37020)', intOption)
+    .option('--multicast-interface <ip>', 'IPv4 address of the interface to use for multicast and mDNS (default: the system picks)')
+    .option('--service-name <name>', 'mDNS service type (default _fieldmesh._tcp.local.)')
+    .option('--mdns-port <n>', 'mDNS UDP port (default 5353; another port makes a private test network)', intOption)
     .option(
       '--log-level <level>',
       'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)',
@@ -73,6 +86,10 @@ export function gatewayCommand(program: Command): void {
         nodeCertTtlMs: o.nodeCertTtl,
         toolPolicy: { default: o.toolPolicyDefault, approvalTimeoutMs: o.approvalTimeout, tools: o.toolPolicy },
         logLevel: o.logLevel,
+        gatewayId: o.gatewayId,
+        peers: o.peer,
+        advertiseAddress: o.advertiseAddress,
+        discovery: discoveryFlags(o),
       };
       const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loadConfigOption(o.config));
       const gateway = await Gateway.start({
@@ -86,4 +103,22 @@ export function gatewayCommand(program: Command): void {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+}
+
+/** The `discovery` options the flags ask for, or undefined when no discovery flag was given. */
+function discoveryFlags(o: Record<string, unknown>): GatewayOptions['discovery'] {
+  const iface = o.multicastInterface as string | undefined;
+  const out: NonNullable<GatewayOptions['discovery']> = {};
+  if (o.multicast === true) {
+    out.multicast = definedOnly({
+      group: o.multicastGroup as string | undefined,
+      port: o.multicastPort as number | undefined,
+      interface: iface,
+      intervalMs: o.multicastIntervalMs as number | undefined,
+    });
+  }
+  if (o.mdns === true) {
+    out.mdns = definedOnly({ serviceName: o.serviceName as string | undefined, interface: iface, port: o.mdnsPort as number | undefined });
+  }
+  return out.multicast || out.mdns ? out : undefined;
 }

@@ -1,5 +1,7 @@
 /** `fieldmesh node`: runs a node agent that dials a gateway, until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+import { definedOnly } from '../core/config.js';
 import { createLogger } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
 import { configFileOption, loadConfigOption } from './config.js';
@@ -11,7 +13,18 @@ export function nodeCommand(program: Command): void {
     .command('node')
     .description('run a node agent: dial the gateway, advertise tools and capabilities, run tool calls in worker threads')
     .option(...configFileOption('[node], [node.discovery], [node.policy]'))
-    .option('--gateway <host:port>', 'gateway node listener (required, here or in the file)')
+    .option('--gateway <host:port>', 'gateway node listener (required unless --discover or --listen, here or in the file)')
+    .option(
+      '--listen <host:port>',
+      'listen mode: wait for the gateway to dial this address (mutual TLS); pair first with --gateway or --discover',
+    )
+    .option('--advertise-address <host:port>', 'address put in ADVERTISE as where this node accepts a dial (default the --listen address)')
+    .option(
+      '--discover <method>',
+      'find the gateway without --gateway: multicast | mdns (multicast also advertises this node)',
+      discoverOption,
+    )
+    .option('--advertise-interval-ms <ms>', 'interval between ADVERTISE messages (default 30000)', intOption)
     .option('--id <node_id>', 'node id, e.g. rpi:device_b (required, here or as node_id in the file)')
     .option('--data-dir <dir>', 'directory for the node key and pinned gateway identity (required, here or in the file)')
     .option('--name <name>', 'human name, e.g. "Raspberry Pi B"')
@@ -27,6 +40,11 @@ export function nodeCommand(program: Command): void {
     .option('--pair <code>', 'pair with this code from `fieldmesh pair` (only needed on the first start)')
     .option('--request-pairing', 'without a certificate or code, ask to pair and wait for `fieldmesh nodes approve ID`')
     .option('--gateway-ca <file>', 'verify the gateway against this CA certificate (also while pairing)')
+    .option('--multicast-group <ip>', 'multicast group (default 239.255.70.77)')
+    .option('--multicast-port <n>', 'multicast UDP port (default 37020)', intOption)
+    .option('--multicast-interface <ip>', 'IPv4 address of the interface to use for multicast and mDNS (default: the system picks)')
+    .option('--service-name <name>', 'mDNS service type (default _fieldmesh._tcp.local.)')
+    .option('--mdns-port <n>', 'mDNS UDP port (default 5353; another port makes a private test network)', intOption)
     .option(
       '--log-level <level>',
       'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)',
@@ -50,12 +68,25 @@ export function nodeCommand(program: Command): void {
         pairingCode: o.pair,
         requestPairing: o.requestPairing,
         logLevel: o.logLevel,
+        listen: o.listen,
+        advertiseAddress: o.advertiseAddress,
+        discover: o.discover,
+        multicast:
+          o.multicastGroup || o.multicastPort || o.multicastInterface
+            ? definedOnly({ group: o.multicastGroup, port: o.multicastPort, interface: o.multicastInterface })
+            : undefined,
+        advertiseIntervalMs: o.advertiseIntervalMs,
+        serviceName: o.serviceName,
+        mdnsPort: o.mdnsPort,
       };
       const { logLevel, ...options } = resolveNodeOptions(flags, process.env, loadConfigOption(o.config));
       const id = required(options.id, '--id', 'node.node_id');
       const agent = await NodeAgent.start({
         ...options,
-        gateway: required(options.gateway, '--gateway', 'node.controller'),
+        gateway:
+          options.listen !== undefined || (options.discover !== undefined && options.discover !== 'static')
+            ? options.gateway
+            : required(options.gateway, '--gateway', 'node.controller'),
         id,
         dataDir: required(options.dataDir, '--data-dir', 'node.data_dir'),
         logger: createLogger(logLevel, { node_id: id }),
@@ -71,4 +102,11 @@ export function nodeCommand(program: Command): void {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
     });
+}
+
+function discoverOption(value: string): 'static' | 'multicast' | 'mdns' {
+  if (value !== 'static' && value !== 'multicast' && value !== 'mdns') {
+    throw new InvalidArgumentError(`"${value}" is not one of multicast, mdns, static`);
+  }
+  return value;
 }

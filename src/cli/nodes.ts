@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { type ApiCommandOptions, apiOption, clientFrom } from './client.js';
-import { printJson, table } from './format.js';
+import { collect, printJson, table } from './format.js';
 
 /** Kept here too for commands that import it from this module. */
 export { apiOption };
@@ -101,4 +101,49 @@ export function nodesCommand(program: Command): void {
         : `revoked ${r.node_id}: certificate${r.revoked_serials.length > 1 ? 's' : ''} ${r.revoked_serials.join(', ')}\n`,
     );
   });
+
+  apiOption(
+    nodes
+      .command('discovered')
+      .description('nodes heard by multicast (paired/trusted), dropped advertisements, and the listen-mode nodes dialed'),
+  ).action(async (o) => {
+    const d = await apiClient(o).discovery();
+    if (o.json) return printJson(d);
+    const on = [d.multicast.enabled ? 'multicast' : '', d.mdns.enabled ? 'mdns' : ''].filter(Boolean).join(', ') || 'none';
+    const dropped = Object.entries(d.dropped).filter(([, n]) => n > 0);
+    process.stdout.write(
+      `discovery: ${on}${dropped.length ? `; dropped ${dropped.map(([why, n]) => `${n} ${why}`).join(', ')}` : ''}\n` +
+        (d.nodes.length === 0
+          ? 'no nodes heard\n'
+          : `${table(
+              ['NODE', 'ADDRESS', 'LISTEN', 'PLATFORM', 'PAIRED', 'TRUSTED', 'LAST SEEN'],
+              d.nodes.map((n) => [n.node_id, n.address, n.listen, n.platform, n.paired, n.trusted, n.last_seen]),
+            )}\n`) +
+        (d.peers.length === 0
+          ? ''
+          : `${table(
+              ['PEER', 'NODE', 'SOURCE', 'CONNECTED', 'FAILURES', 'LAST ERROR'],
+              d.peers.map((p) => [p.endpoint, p.node_id, p.source, p.connected, p.failures, p.last_error]),
+            )}\n`),
+    );
+  });
+
+  apiOption(
+    nodes
+      .command('register <node_id> <endpoint>')
+      .description('register a listen-mode node (fieldmesh node --listen HOST:PORT) for the gateway to dial')
+      .option('--capability <cap>', 'capability the node offers (repeatable)', collect),
+  ).action(async (id: string, endpoint: string, o) => {
+    const r = await apiClient(o).registerNode({ node_id: id, endpoint, capabilities: o.capability ?? [] });
+    if (o.json) return printJson(r);
+    process.stdout.write(`registered ${r.node_id} at ${r.endpoint}; the gateway dials it now\n`);
+  });
+
+  apiOption(nodes.command('unregister <node_id>').description('stop dialing a registered listen-mode node')).action(
+    async (id: string, o) => {
+      const r = await apiClient(o).unregisterNode(id);
+      if (o.json) return printJson(r);
+      process.stdout.write(`unregistered ${r.node_id} (${r.endpoint})\n`);
+    },
+  );
 }

@@ -6,6 +6,7 @@
 import { Agent as HttpAgent, request as httpRequest, type RequestOptions } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+import type { DiscoveryResponse, Registered } from '../protocol/discovery-api.js';
 /** One line of `GET /v1/runs`. */
 export interface RunSummary {
   run_id: string;
@@ -126,6 +127,21 @@ export class FieldmeshClient {
   /** Revokes a node's certificates; its live connection closes at once. */
   revokeNode(nodeId: string): Promise<RevocationView> {
     return this.#request('POST', `/v1/nodes/${encodeURIComponent(nodeId)}/revoke`);
+  }
+
+  /** Nodes heard by multicast (with paired/trusted), dropped advertisements, the discovery methods on, the peers dialed. */
+  discovery(): Promise<DiscoveryResponse> {
+    return this.#request('GET', '/v1/discovery');
+  }
+
+  /** Registers a listen-mode node (`fieldmesh node --listen`) for the gateway to dial; kept across gateway restarts. */
+  registerNode(body: { node_id: string; endpoint: string; capabilities?: string[] }): Promise<Registered> {
+    return this.#request('POST', '/v1/nodes/register', body);
+  }
+
+  /** Removes a registration: the gateway stops dialing the node and closes its connection. */
+  unregisterNode(nodeId: string): Promise<Registered> {
+    return this.#request('DELETE', `/v1/nodes/register/${encodeURIComponent(nodeId)}`);
   }
 
   async getNode(nodeId: string): Promise<NodeView> {

@@ -70,11 +70,14 @@ export interface FindGatewayOptions {
   gatewayId?: string;
   /** Sent as `sender_id` in DISCOVER, for the gateway's logs. */
   senderId?: string;
+  /** Accept only a gateway this returns true for (e.g. a CA fingerprint prefix from a pairing code, a pinned signing key). */
+  accept?: (gateway: FoundGateway) => boolean;
 }
 
 interface GatewayWaiter {
   caFingerprint: string | undefined;
   gatewayId: string | undefined;
+  accept: ((gateway: FoundGateway) => boolean) | undefined;
   resolve(gateway: FoundGateway): void;
   reject(err: Error): void;
 }
@@ -109,6 +112,7 @@ abstract class GatewaySeekingEndpoint extends MulticastEndpoint {
     for (const waiter of this.waiters) {
       if (waiter.caFingerprint !== undefined && waiter.caFingerprint !== found.ca_fingerprint) continue;
       if (waiter.gatewayId !== undefined && waiter.gatewayId !== found.gateway_id) continue;
+      if (waiter.accept !== undefined && !waiter.accept(found)) continue;
       this.waiters.delete(waiter);
       waiter.resolve(found);
       used = true;
@@ -170,6 +174,7 @@ abstract class GatewaySeekingEndpoint extends MulticastEndpoint {
       const waiter: GatewayWaiter = {
         caFingerprint,
         gatewayId: options.gatewayId,
+        accept: options.accept,
         resolve: (gateway) => {
           settle();
           resolve(gateway);

@@ -9,9 +9,11 @@ import { formatHostPort } from '../core/address.js';
 import type { Logger } from '../core/logger.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import type { Store } from '../store/types.js';
+import { registerDiscoveryRoutes } from './api/discovery-routes.js';
 import { Router } from './api/http.js';
 import { registerRoutes } from './api/routes.js';
 import { registerTokenRoutes } from './api/token-routes.js';
+import { GatewayDiscovery } from './discovery.js';
 import { Dispatcher } from './dispatcher.js';
 import { FunctionService } from './functions.js';
 import { GatewayMetrics } from './metrics.js';
@@ -36,6 +38,7 @@ export class Gateway {
   readonly functions: FunctionService;
   readonly pairing: PairingService;
   readonly tokens: ApiTokens;
+  readonly discovery: GatewayDiscovery;
   /** `http://host:port` (or `https://` with apiTls) of the API once started. */
   apiUrl = '';
   /** `host:port` of the node listener once started. */
@@ -100,6 +103,7 @@ export class Gateway {
       logger: options.logger,
     });
     this.#listener = listener(this);
+    this.discovery = new GatewayDiscovery(options, store, this.pairing);
     this.tokens = new ApiTokens(store, options.logger);
     const router = new Router(options.maxBodyBytes, options.logger, this.tokens);
     registerRoutes(router, {
@@ -114,6 +118,7 @@ export class Gateway {
       stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
     });
     registerTokenRoutes(router, this.tokens);
+    registerDiscoveryRoutes(router, this.discovery);
     const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       router.handle(req, res).catch((err: unknown) => {
         this.#logger.error('unhandled API error', { error: String(err) });
@@ -157,6 +162,7 @@ export class Gateway {
       await gateway.functions.load();
       const listen = await gateway.#listener.listen();
       gateway.listenAddress = formatHostPort({ host: listen.address, port: listen.port });
+      await gateway.discovery.start(identity, gateway.#listener, { host: listen.address, port: listen.port });
       await new Promise<void>((resolve, reject) => {
         gateway.#http.once('error', reject);
         gateway.#http.listen(options.api.port, options.api.host, () => resolve());
@@ -190,6 +196,7 @@ export class Gateway {
     this.registry.stopSweeps();
     if (this.#pruneTimer) clearInterval(this.#pruneTimer);
     this.dispatcher.stop();
+    await this.discovery.stop();
     await new Promise<void>((resolve) => {
       this.#http.close(() => resolve());
       this.#http.closeIdleConnections();

@@ -33,6 +33,8 @@ import { TlsRouter } from './tls-router.js';
 
 /** WebSocket close code for a peer whose identity is refused (revoked, or not the node its certificate names). */
 export const CLOSE_IDENTITY_REFUSED = 4003;
+/** WebSocket close code of a node connection replaced by a newer one of the same node. */
+export const CLOSE_REPLACED = 4009;
 
 /** What one mTLS connection proved at the handshake. */
 interface PeerIdentity {
@@ -94,6 +96,8 @@ export class NodeListener {
   readonly #opts: NodeListenerOptions;
   /** The certificate serial each live node-protocol socket presented. */
   readonly #peers = new Map<WebSocket, PeerIdentity>();
+  /** Connections the gateway dialed to listen-mode nodes. */
+  readonly #dialed = new Set<WebSocket>();
   readonly stats: ListenerStats = { frames_rejected: 0, connections: 0 };
 
   constructor(
@@ -161,13 +165,13 @@ export class NodeListener {
   }
 
   async close(): Promise<void> {
-    for (const ws of [...this.#wss.clients, ...this.#pairWss.clients]) ws.close(1001, 'gateway shutting down');
+    for (const ws of [...this.#wss.clients, ...this.#pairWss.clients, ...this.#dialed]) ws.close(1001, 'gateway shutting down');
     await Promise.all([this.#wss, this.#pairWss].map((wss) => new Promise<void>((resolve) => wss.close(() => resolve()))));
     this.#router.destroyPending();
     await new Promise<void>((resolve) => {
       this.#router.server.close(() => resolve());
       setTimeout(() => {
-        for (const ws of [...this.#wss.clients, ...this.#pairWss.clients]) ws.terminate();
+        for (const ws of [...this.#wss.clients, ...this.#pairWss.clients, ...this.#dialed]) ws.terminate();
         this.#server.closeAllConnections?.();
         this.#pairServer.closeAllConnections?.();
       }, 500).unref();
@@ -214,8 +218,23 @@ export class NodeListener {
   }
 
   #accept(ws: WebSocket, req: IncomingMessage): void {
-    const remoteAddress = req.socket.remoteAddress ?? 'unknown';
-    const peerCert = (req.socket as TLSSocket).getPeerCertificate();
+    this.#serve(ws, req.socket as TLSSocket);
+  }
+
+  /**
+   * Runs the node protocol on a connection the gateway dialed to a listen-mode
+   * node (see peer-dialer.ts), once its certificate was checked against the
+   * gateway CA: from here on it is served exactly as one the node dialed.
+   */
+  serveDialed(ws: WebSocket, socket: TLSSocket): void {
+    this.#dialed.add(ws);
+    ws.once('close', () => this.#dialed.delete(ws));
+    this.#serve(ws, socket);
+  }
+
+  #serve(ws: WebSocket, socket: TLSSocket): void {
+    const remoteAddress = socket.remoteAddress ?? 'unknown';
+    const peerCert = socket.getPeerCertificate();
     const cn = peerCert.subject?.CN;
     const peer: PeerIdentity = { serial: normalizeSerial(peerCert.serialNumber ?? ''), nodeId: Array.isArray(cn) ? undefined : cn };
     this.#peers.set(ws, peer);
@@ -338,7 +357,7 @@ export class NodeListener {
     const entry = await this.#registry.register(frame, version, conn);
     if (previousConn && previousConn !== conn) {
       // The same node dialled again (a network blip leaves the old socket half-open): the new connection wins.
-      previousConn.close(4009, 'replaced by a newer connection');
+      previousConn.close(CLOSE_REPLACED, 'replaced by a newer connection');
       this.#dispatcher.failNode(frame.node_id, {
         code: 'FM_ERR_CONNECTION_LOST',
         message: `Node "${frame.node_id}" reconnected; its earlier connection was dropped`,

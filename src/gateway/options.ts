@@ -1,7 +1,10 @@
 /** Gateway options: what a user may set, compiled into one object with every value checked and defaulted. */
-import { type HostPort, parseHostPort } from '../core/address.js';
+import { formatHostPort, type HostPort, parseHostPort } from '../core/address.js';
 import { FieldmeshError } from '../core/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../core/logger.js';
+import { parseServiceName } from '../discovery/mdns.js';
+import { compileMulticastOptions, intOption } from '../discovery/options.js';
+import { type PeerEndpoint, parsePeerEndpoint } from '../protocol/peers.js';
 import { type CompiledToolPolicy, compileToolPolicy, type ToolPolicyOptions } from './tool-policy.js';
 
 export interface GatewayOptions {
@@ -45,7 +48,41 @@ export interface GatewayOptions {
   nodeCertTtlMs?: number;
   /** Per-tool allow | deny | supervised, and the approval timeout. @default every tool allowed */
   toolPolicy?: ToolPolicyOptions;
+  /** Listen-mode nodes (`host:port`) the gateway dials, redialing with backoff while they are down. @default [] */
+  peers?: string[];
+  /** Discovery on the local network; each method is off unless its object is given. */
+  discovery?: GatewayDiscoveryOptions;
+  /** Node-listener address told to nodes in GATEWAY announcements (and mDNS); `0.0.0.0:PORT` means "the address the announcement came from". @default the listen address */
+  advertiseAddress?: string;
   logger?: Logger;
+}
+
+export interface GatewayDiscoveryOptions {
+  /** UDP multicast: send DISCOVER, cache signed ADVERTISE, answer DISCOVER with GATEWAY. */
+  multicast?: {
+    /** @default "239.255.70.77" */
+    group?: string;
+    /** @default 37020 */
+    port?: number;
+    /** IPv4 address of the interface to join on; unset lets the system pick. */
+    interface?: string;
+    /** Interval between DISCOVER requests. @default 30000 */
+    intervalMs?: number;
+  };
+  /** mDNS: advertise the service with the node port and CA fingerprint in TXT. */
+  mdns?: {
+    /** @default "_fieldmesh._tcp.local." */
+    serviceName?: string;
+    /** IPv4 address of the one interface to answer on; unset uses every interface. */
+    interface?: string;
+    /** UDP port; 5353 is mDNS, another port makes a private network (tests). @default 5353 */
+    port?: number;
+  };
+}
+
+export interface CompiledGatewayDiscovery {
+  multicast: { group: string; port: number; interfaceAddress: string | undefined; intervalMs: number } | null;
+  mdns: { serviceName: string; interfaceAddress: string | undefined; port: number } | null;
 }
 
 export interface CompiledGatewayOptions {
@@ -68,6 +105,9 @@ export interface CompiledGatewayOptions {
   gatewayId: string;
   nodeCertTtlMs: number;
   toolPolicy: CompiledToolPolicy;
+  peers: PeerEndpoint[];
+  discovery: CompiledGatewayDiscovery;
+  advertiseAddress: string | undefined;
   logger: Logger;
 }
 
@@ -142,8 +182,51 @@ export function compileGatewayOptions(options: GatewayOptions): CompiledGatewayO
     // Certificates carry whole seconds, so a life below ten seconds would renew before it could be used.
     nodeCertTtlMs: positiveInt('nodeCertTtlMs', options.nodeCertTtlMs, 90 * 24 * 3600_000, 10_000, 10 * 365 * 24 * 3600_000),
     toolPolicy: compileToolPolicy(options.toolPolicy),
+    peers: compilePeers(options.peers),
+    discovery: compileDiscovery(options.discovery ?? {}),
+    advertiseAddress:
+      options.advertiseAddress === undefined
+        ? undefined
+        : formatHostPort(parseHostPort('gateway.advertiseAddress', options.advertiseAddress, '0.0.0.0')),
     logger: options.logger ?? createLogger(),
   };
+}
+
+function compilePeers(peers: string[] | undefined): PeerEndpoint[] {
+  if (peers === undefined) return [];
+  if (!Array.isArray(peers)) {
+    throw new FieldmeshError('FM_ERR_INVALID_OPTION', 'gateway.peers: expected a list of "HOST:PORT"', {
+      details: { option: 'gateway.peers' },
+    });
+  }
+  const seen = new Map<string, PeerEndpoint>();
+  peers.forEach((p, i) => {
+    const endpoint = parsePeerEndpoint(`gateway.peers[${i}]`, p);
+    seen.set(endpoint.text, endpoint);
+  });
+  return [...seen.values()];
+}
+
+function compileDiscovery(d: GatewayDiscoveryOptions): CompiledGatewayDiscovery {
+  let multicast: CompiledGatewayDiscovery['multicast'] = null;
+  if (d.multicast) {
+    const m = compileMulticastOptions({ group: d.multicast.group, port: d.multicast.port, interfaceAddress: d.multicast.interface });
+    multicast = {
+      group: m.group,
+      port: m.port,
+      interfaceAddress: m.interfaceAddress,
+      intervalMs: intOption('discovery.interval_ms', d.multicast.intervalMs, 30_000, 10, 86_400_000),
+    };
+  }
+  let mdns: CompiledGatewayDiscovery['mdns'] = null;
+  if (d.mdns) {
+    const serviceName = d.mdns.serviceName ?? '_fieldmesh._tcp.local.';
+    parseServiceName(serviceName);
+    const iface = d.mdns.interface;
+    if (iface !== undefined) compileMulticastOptions({ interfaceAddress: iface });
+    mdns = { serviceName, interfaceAddress: iface, port: intOption('discovery.mdns_port', d.mdns.port, 5353, 1, 65535) };
+  }
+  return { multicast, mdns };
 }
 
 /** What a gateway configuration file sets: options, and the log level the logger is made with. */

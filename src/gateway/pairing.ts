@@ -63,6 +63,8 @@ export class PairingService extends EventEmitter<PairingEvents> {
   readonly #opts: Required<PairingOptions>;
   readonly #revoked = new Set<string>();
   readonly #failures = new Map<string, { count: number; lockedUntil: number }>();
+  /** node id → the signing keys (SPKI DER, base64) of its certificates not revoked, for discovery's paired/trusted flags. */
+  readonly #signingKeys = new Map<string, Set<string>>();
 
   constructor(store: Store, identity: GatewayIdentity, opts: PairingOptions) {
     super();
@@ -74,6 +76,28 @@ export class PairingService extends EventEmitter<PairingEvents> {
   /** Loads the revoked serials, so a handshake can be refused without a store read. */
   async load(): Promise<void> {
     for (const serial of await this.#store.listRevokedSerials()) this.#revoked.add(serial);
+    for (const cert of await this.#store.listCertificates())
+      if (cert.revoked_at === null) this.#bindKey(cert.node_id, cert.signing_public_key);
+  }
+
+  #bindKey(nodeId: string, signingPublicKey: string): void {
+    const key = keyId(signingPublicKey);
+    if (key === undefined) return;
+    const keys = this.#signingKeys.get(nodeId) ?? new Set<string>();
+    keys.add(key);
+    this.#signingKeys.set(nodeId, keys);
+  }
+
+  /**
+   * Whether a node id holds a certificate not revoked (paired), and whether
+   * `signingPublicKey` is a key it paired with (trusted): what discovery shows
+   * for a node it heard from.
+   */
+  pairingStatus(nodeId: string, signingPublicKey: string): { paired: boolean; trusted: boolean } {
+    const keys = this.#signingKeys.get(nodeId);
+    if (!keys || keys.size === 0) return { paired: false, trusted: false };
+    const key = keyId(signingPublicKey);
+    return { paired: true, trusted: key !== undefined && keys.has(key) };
   }
 
   isRevoked(serial: string): boolean {
@@ -231,6 +255,7 @@ export class PairingService extends EventEmitter<PairingEvents> {
       revoked_at: null,
     };
     await this.#store.insertCertificate(rec);
+    this.#bindKey(nodeId, signingPublicKey);
     this.#opts.logger.info('node certificate issued', { node_id: nodeId, serial: rec.serial, not_after: rec.not_after });
     return {
       node_id: nodeId,
@@ -272,6 +297,7 @@ export class PairingService extends EventEmitter<PairingEvents> {
   async revoke(nodeId: string): Promise<string[]> {
     const serials = await this.#store.revokeCertificates(nodeId, 'revoked by an operator', new Date().toISOString());
     for (const s of serials) this.#revoked.add(s);
+    this.#signingKeys.delete(nodeId);
     if (await this.#store.getPairingRequest(nodeId)) await this.#store.deletePairingRequest(nodeId);
     if (serials.length > 0) {
       this.#opts.logger.warn('node certificates revoked', { node_id: nodeId, serials });
@@ -311,5 +337,14 @@ export class PairingService extends EventEmitter<PairingEvents> {
   /** A fresh challenge for a pairing connection. */
   static nonce(): string {
     return randomBytes(32).toString('base64');
+  }
+}
+
+/** A public key in a form that compares equal whatever PEM line breaks it came with; undefined when it is not a key. */
+function keyId(pem: string): string | undefined {
+  try {
+    return createPublicKey(pem).export({ type: 'spki', format: 'der' }).toString('base64');
+  } catch {
+    return undefined;
   }
 }

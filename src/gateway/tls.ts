@@ -11,6 +11,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { FieldmeshError } from '../core/errors.js';
+import { GATEWAY_CLIENT_CN } from '../protocol/peers.js';
 import { EC_ALGORITHM, loadX509, pemToDer, toPem } from '../protocol/pki.js';
 import { generateSigningKeys, loadSigningKeys } from '../protocol/signing.js';
 
@@ -30,6 +31,9 @@ export interface GatewayIdentity {
   /** Ed25519 key the gateway signs TASK frames (and deployed bundles) with. */
   signingKey: KeyObject;
   signingPublicKeyPem: string;
+  /** Client certificate (CN {@link GATEWAY_CLIENT_CN}, client auth) the gateway dials listen-mode nodes with, and its key. */
+  clientCertPem: string;
+  clientKeyPem: string;
 }
 
 function serial(): string {
@@ -67,16 +71,32 @@ async function importCaKey(keyPem: string): Promise<CryptoKey> {
   return webcrypto.subtle.importKey('pkcs8', pemToDer(keyPem), alg, false, ['sign']);
 }
 
-async function createServerCert(caCertPem: string, caKeyPem: string, names: string[]): Promise<{ certPem: string; keyPem: string }> {
+/** A certificate from the gateway CA: the server certificate (names given) or the client one (names null). */
+async function createGatewayCert(
+  caCertPem: string,
+  caKeyPem: string,
+  names: string[] | null,
+): Promise<{ certPem: string; keyPem: string }> {
   const x509 = await loadX509();
   const caCert = new x509.X509Certificate(caCertPem);
   const caKey = await importCaKey(caKeyPem);
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
   const now = new Date();
-  const sans = names.map((n) => ({ type: /^[\d.]+$|:/.test(n) ? ('ip' as const) : ('dns' as const), value: n }));
+  const usage = names
+    ? [
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+        new x509.SubjectAlternativeNameExtension(
+          names.map((n) => ({ type: /^[\d.]+$|:/.test(n) ? ('ip' as const) : ('dns' as const), value: n })),
+        ),
+      ]
+    : [
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      ];
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
-    subject: 'CN=fieldmesh gateway',
+    subject: names ? 'CN=fieldmesh gateway' : [{ CN: [GATEWAY_CLIENT_CN] }],
     issuer: caCert.subject,
     notBefore: new Date(now.getTime() - 60_000),
     notAfter: new Date(now.getTime() + 825 * 24 * 3600_000),
@@ -85,9 +105,7 @@ async function createServerCert(caCertPem: string, caKeyPem: string, names: stri
     signingKey: caKey,
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(sans),
+      ...usage,
       await x509.AuthorityKeyIdentifierExtension.create(caCert, false),
     ],
   });
@@ -106,6 +124,8 @@ export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: s
   const certFile = join(dir, 'gateway.crt');
   const keyFile = join(dir, 'gateway.key');
   const signingKeyFile = join(dir, GATEWAY_SIGNING_KEY_FILE);
+  const clientCertFile = join(dir, 'gateway-client.crt');
+  const clientKeyFile = join(dir, 'gateway-client.key');
 
   if (!existsSync(caCertFile) || !existsSync(caKeyFile)) {
     const ca = await createCa();
@@ -123,9 +143,16 @@ export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: s
     const names = [
       ...new Set(['localhost', '127.0.0.1', '::1', hostname(), ...extraNames].filter((n) => n && n !== '0.0.0.0' && n !== '::')),
     ];
-    const server = await createServerCert(caCertPem, readFileSync(caKeyFile, 'utf8'), names);
+    const server = await createGatewayCert(caCertPem, readFileSync(caKeyFile, 'utf8'), names);
     writeSecret(keyFile, server.keyPem);
     writeFileSync(certFile, server.certPem);
+  }
+  // The client certificate listen-mode nodes require of the gateway; renewed a month before it expires.
+  const fresh = (pem: string) => Date.parse(new NodeX509(pem).validTo) > Date.now() + 30 * 24 * 3600_000;
+  if (!existsSync(clientCertFile) || !existsSync(clientKeyFile) || !fresh(readFileSync(clientCertFile, 'utf8'))) {
+    const client = await createGatewayCert(caCertPem, readFileSync(caKeyFile, 'utf8'), null);
+    writeSecret(clientKeyFile, client.keyPem);
+    writeFileSync(clientCertFile, client.certPem);
   }
   if (!existsSync(signingKeyFile)) writeSecret(signingKeyFile, generateSigningKeys().privateKeyPem);
   const signing = loadSigningKeys(readFileSync(signingKeyFile, 'utf8'));
@@ -137,6 +164,8 @@ export async function loadOrCreateGatewayIdentity(dataDir: string, extraNames: s
     caKeyPem: readFileSync(caKeyFile, 'utf8'),
     signingKey: signing.privateKey,
     signingPublicKeyPem: signing.publicKeyPem,
+    clientCertPem: readFileSync(clientCertFile, 'utf8'),
+    clientKeyPem: readFileSync(clientKeyFile, 'utf8'),
   };
 }
 

@@ -4,14 +4,18 @@ import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { availableParallelism, freemem, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import WebSocket from 'ws';
-import { formatHostPort } from '../core/address.js';
+import type { TLSSocket } from 'node:tls';
+import WebSocket, { WebSocketServer } from 'ws';
+import { formatHostPort, type HostPort } from '../core/address.js';
 import { type ErrorBody, FieldmeshError, isErrorCode, toErrorBody } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { VERSION } from '../core/version.js';
+import { MulticastAdvertiser } from '../discovery/multicast.js';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import {
   type CancelFrame,
@@ -26,6 +30,7 @@ import {
   type UndeployFrame,
   type WelcomeFrame,
 } from '../protocol/frames.js';
+import { GATEWAY_CLIENT_CN, NODE_PROTOCOL_PATH } from '../protocol/peers.js';
 import { createNodeCsr, generateTlsKeyPem } from '../protocol/pki.js';
 import {
   generateSigningKeys,
@@ -37,6 +42,7 @@ import {
   verifyUndeploy,
 } from '../protocol/signing.js';
 import type { StateDocument } from '../protocol/state.js';
+import { discoverGateway } from './discover.js';
 import { FunctionHost } from './functions.js';
 import { type CompiledNodeOptions, compileNodeOptions, type NodeOptions } from './options.js';
 import {
@@ -51,12 +57,14 @@ import { checkTaskPolicy, nodePolicy } from './policy.js';
 import { type RunHandle, type RunOutcome, ToolRuntime } from './runtime.js';
 import { NodeStateJournal } from './state.js';
 
-export const NODE_CONNECT_PATH = '/v1/connect';
+export const NODE_CONNECT_PATH = NODE_PROTOCOL_PATH;
 export const SIGNING_KEY_FILE = 'signing.key';
 /** WebSocket close code of a gateway refusing this node's identity (revoked, or not the node its certificate names). */
 export const CLOSE_IDENTITY_REFUSED = 4003;
+/** WebSocket close code of a connection replaced by a newer one (listen mode: the gateway dialed again). */
+export const CLOSE_REPLACED = 4009;
 
-export type NodeAgentState = 'connecting' | 'registering' | 'ready' | 'backoff' | 'stopping' | 'stopped';
+export type NodeAgentState = 'connecting' | 'listening' | 'registering' | 'ready' | 'backoff' | 'stopping' | 'stopped';
 
 export interface NodeReadyInfo {
   node_id: string;
@@ -87,6 +95,12 @@ interface Connection {
   lastError: Error | undefined;
   /** When anything (frame or pong) last came from the gateway; silence past the limit means a dead link. */
   lastHeardMs: number;
+  /** Listen mode: the address the gateway dialed from. */
+  remote?: string;
+}
+
+function newConnection(ws: WebSocket, remote?: string): Connection {
+  return { ws, opened: false, welcomed: false, fatal: undefined, lastError: undefined, lastHeardMs: Date.now(), remote };
 }
 
 interface RunningTask {
@@ -175,6 +189,15 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private renewingKeyPem: string | undefined;
   private heartbeatSeq = 0;
   private stopping: Promise<void> | undefined;
+  /** The gateway dialed: given, or found by discovery; undefined for a listen-mode node that never dials. */
+  private gateway: HostPort | undefined;
+  /** Multicast ADVERTISE sender (discover: multicast). */
+  private advertiser: MulticastAdvertiser | undefined;
+  /** Listen mode: the TLS server the gateway dials. */
+  private server: HttpsServer | undefined;
+  private wss: WebSocketServer | undefined;
+  /** `host:port` the listen-mode server is bound to. */
+  listenAddress: string | undefined;
 
   private constructor(
     options: CompiledNodeOptions,
@@ -230,7 +253,41 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     const journal = await NodeStateJournal.open(opts.dataDir, opts.logger);
     // Tools reach the journal through the agent, which reports their writes; it exists only once the runtime does.
     let agentRef: NodeAgent | undefined;
-    const identity = await NodeAgent.pairIfNeeded(opts, keys, caPem);
+    // What ADVERTISE carries is filled in as it becomes known: tools once the runtime is up, the bound listen port.
+    const advertised = { capabilities: [...opts.capabilities, `platform:${opts.platform}`], listen: opts.advertiseAddress };
+    if (!advertised.listen && opts.listen && opts.listen.port !== 0) advertised.listen = formatHostPort(opts.listen);
+    let advertiser: MulticastAdvertiser | undefined;
+    if (opts.discover === 'multicast') {
+      advertiser = new MulticastAdvertiser({
+        group: opts.multicast.group,
+        port: opts.multicast.port,
+        interfaceAddress: opts.multicast.interfaceAddress,
+        intervalMs: opts.advertiseIntervalMs,
+        privateKey: keys.privateKey,
+        logger: opts.logger,
+        node: () => ({
+          node_id: opts.id,
+          capabilities: advertised.capabilities,
+          platform: opts.platform,
+          location: opts.location,
+          ...(advertised.listen ? { listen: advertised.listen } : {}),
+        }),
+      });
+      await advertiser.start();
+    }
+    let gateway = opts.gateway;
+    let identity: NodeIdentity;
+    try {
+      const existing = loadNodeIdentity(opts.dataDir);
+      // A paired listen-mode node waits for the gateway; everyone else needs its address, to dial it or to pair.
+      if (gateway === undefined && opts.discover !== 'static' && !(opts.listen && existing)) {
+        gateway = (await discoverGateway(opts, existing, caPem, advertiser))?.address;
+      }
+      identity = await NodeAgent.pairIfNeeded(opts, keys, caPem, gateway);
+    } catch (err) {
+      await advertiser?.close();
+      throw err;
+    }
     const [runtime, detected] = await Promise.all([
       ToolRuntime.create({
         toolModules: opts.toolModules,
@@ -261,18 +318,37 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     });
     const agent = new NodeAgent(opts, keys, runtime, functions, journal, capabilities, identity, caPem);
     agentRef = agent;
+    agent.gateway = gateway;
+    agent.advertiser = advertiser;
+    advertised.capabilities = capabilities;
     opts.logger.info('node starting', {
       node_id: opts.id,
-      gateway: formatHostPort(opts.gateway),
+      gateway: gateway ? formatHostPort(gateway) : null,
+      listen: opts.listen ? formatHostPort(opts.listen) : null,
       data_dir: opts.dataDir,
       state_docs: journal.docs().length,
     });
-    agent.connect();
+    if (opts.listen) {
+      try {
+        const bound = await agent.listen(opts.listen);
+        if (!opts.advertiseAddress) advertised.listen = bound;
+      } catch (err) {
+        await agent.stop();
+        throw err;
+      }
+    } else agent.connect();
+    // Again now that tools and the listen port are known.
+    advertiser?.advertise().catch((err: Error) => opts.logger.warn('could not advertise', { error: err.message }));
     return agent;
   }
 
   /** The identity in the data dir, or a new one from pairing; a code given to a node already paired is ignored. */
-  private static async pairIfNeeded(opts: CompiledNodeOptions, keys: SigningKeys, caPem: string | undefined): Promise<NodeIdentity> {
+  private static async pairIfNeeded(
+    opts: CompiledNodeOptions,
+    keys: SigningKeys,
+    caPem: string | undefined,
+    gateway: HostPort | undefined,
+  ): Promise<NodeIdentity> {
     const existing = loadNodeIdentity(opts.dataDir);
     if (existing) {
       if (existing.cert.commonName !== opts.id) {
@@ -292,12 +368,18 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         `Node "${opts.id}" holds no certificate in ${join(opts.dataDir, 'tls')}: start it once with --pair CODE (from \`fieldmesh pair\`) or --request-pairing`,
       );
     }
+    if (gateway === undefined) {
+      throw new FieldmeshError(
+        'FM_ERR_NOT_PAIRED',
+        `Node "${opts.id}" must pair before it can listen: start it once with --gateway HOST:PORT (or --discover multicast|mdns) and --pair CODE`,
+      );
+    }
     const tlsKeyPem = loadOrCreateTlsKey(opts.dataDir);
     opts.logger.info(opts.pairingCode !== undefined ? 'pairing with a code' : 'requesting pairing', {
-      gateway: formatHostPort(opts.gateway),
+      gateway: formatHostPort(gateway),
     });
     const issued = await requestCertificate({
-      gateway: opts.gateway,
+      gateway,
       nodeId: opts.id,
       name: opts.name,
       platform: opts.platform,
@@ -372,6 +454,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
 
   private async shutdown(): Promise<void> {
     this.state = 'stopping';
+    await this.advertiser?.close();
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     if (this.renewTimer) clearTimeout(this.renewTimer);
@@ -389,14 +472,112 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       clearTimeout(timer);
     }
     this.functions.close();
+    if (this.server) {
+      const server = this.server;
+      for (const ws of this.wss?.clients ?? []) ws.terminate();
+      await new Promise<void>((resolve) => this.wss?.close(() => resolve()) ?? resolve());
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    }
     await this.runtime.close();
     this.state = 'stopped';
+  }
+
+  private get gatewayText(): string {
+    return this.gateway ? formatHostPort(this.gateway) : (this.conn?.remote ?? 'the dialing gateway');
+  }
+
+  /**
+   * Listen mode: serves the node protocol over TLS with this node's
+   * certificate, and takes only a peer whose client certificate the gateway
+   * CA issued to the gateway itself. Resolves with the bound `host:port`.
+   */
+  private async listen(at: HostPort): Promise<string> {
+    const id = this.identity;
+    const server = createHttpsServer({ ...this.tlsContext(id), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+    server.on('request', (_req, res) => {
+      res.writeHead(426, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          ok: false,
+          error: { code: 'FM_ERR_INVALID_REQUEST', message: 'This port speaks the node protocol over WebSocket' },
+        }),
+      );
+    });
+    server.on('tlsClientError', (err, socket) => this.log.debug('tls client error', { error: err.message, remote: socket.remoteAddress }));
+    const wss = new WebSocketServer({
+      server,
+      path: NODE_CONNECT_PATH,
+      maxPayload: 4 * this.frameLimit,
+      // Every node certificate is also from the gateway CA: only the gateway's own client certificate may dial.
+      verifyClient: (info: { req: IncomingMessage }) => {
+        const cn = (info.req.socket as TLSSocket).getPeerCertificate()?.subject?.CN;
+        if (cn === GATEWAY_CLIENT_CN) return true;
+        this.log.warn('refused a dial from a peer that is not the gateway', {
+          cn: String(cn ?? ''),
+          remote: info.req.socket.remoteAddress,
+        });
+        return false;
+      },
+    });
+    wss.on('connection', (ws, req) => this.adopt(ws, req.socket.remoteAddress ?? 'unknown'));
+    // ws repeats the server's errors; the server's own handlers below report them.
+    wss.on('error', () => undefined);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(at.port, at.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      wss.close();
+      throw new FieldmeshError('FM_ERR_INVALID_OPTION', `node.listen: cannot listen on ${formatHostPort(at)}: ${(err as Error).message}`, {
+        details: { option: 'node.listen', value: formatHostPort(at) },
+        cause: err,
+      });
+    }
+    server.on('error', (err) => this.log.error('listen server error', { error: err.message }));
+    this.server = server;
+    this.wss = wss;
+    const bound = server.address() as AddressInfo;
+    this.listenAddress = formatHostPort({ host: bound.address, port: bound.port });
+    this.state = 'listening';
+    this.log.info('node listening', { node_id: this.options.id, listen: this.listenAddress });
+    return this.listenAddress;
+  }
+
+  private tlsContext(id: NodeIdentity): { key: string; cert: string; ca: string } {
+    return { key: id.keyPem, cert: id.certPem, ca: this.caPem ?? id.caPem };
+  }
+
+  /** A connection the gateway dialed: it replaces any earlier one, then runs as if this node had dialed. */
+  private adopt(ws: WebSocket, remote: string): void {
+    if (this.stopping) {
+      ws.terminate();
+      return;
+    }
+    const previous = this.conn;
+    const conn = newConnection(ws, remote);
+    this.conn = conn;
+    if (previous) {
+      this.stopHeartbeats();
+      // The code tells a gateway dialing this node by two endpoints to stop taking turns.
+      previous.ws.close(CLOSE_REPLACED, 'replaced by a newer connection');
+      setTimeout(() => previous.ws.terminate(), 1000).unref();
+    }
+    this.log.info('gateway dialed in', { remote });
+    this.wire(conn);
+    this.onOpen(conn);
   }
 
   private connect(): void {
     if (this.stopping) return;
     this.state = 'connecting';
-    const url = `wss://${formatHostPort(this.options.gateway)}${NODE_CONNECT_PATH}`;
+    const url = `wss://${this.gatewayText}${NODE_CONNECT_PATH}`;
     const id = this.identity;
     // Mutual TLS: the gateway is verified against the CA pairing returned (or the CA file); the gateway is often
     // reached by IP, so the chain is checked, not the name.
@@ -410,15 +591,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       checkServerIdentity: (() => undefined) as unknown as WebSocket.ClientOptions['checkServerIdentity'],
     };
     const ws = new WebSocket(url, options);
-    const conn: Connection = {
-      ws,
-      opened: false,
-      welcomed: false,
-      fatal: undefined,
-      lastError: undefined,
-      lastHeardMs: Date.now(),
-    };
+    const conn = newConnection(ws);
     this.conn = conn;
+    this.wire(conn);
     if (id.cert.notAfter.getTime() <= Date.now()) {
       conn.fatal = new FieldmeshError(
         'FM_ERR_NOT_PAIRED',
@@ -428,6 +603,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     }
     ws.on('unexpected-response', (_req, res) => this.onRefusedUpgrade(conn, res));
     ws.on('open', () => this.onOpen(conn));
+  }
+
+  private wire(conn: Connection): void {
+    const ws = conn.ws;
     ws.on('message', (data) => {
       conn.lastHeardMs = Date.now();
       this.onMessage(conn, rawToBuffer(data));
@@ -569,7 +748,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.flushOutbox(conn);
     this.scheduleHeartbeat(conn);
     this.scheduleRenewal(conn);
-    this.log.info('node ready', { node_id: this.options.id, gateway: formatHostPort(this.options.gateway) });
+    this.log.info('node ready', { node_id: this.options.id, gateway: this.gatewayText });
     this.emit('ready', { node_id: this.options.id, gateway_id: frame.gateway_id, protocol_version: frame.version });
   }
 
@@ -613,6 +792,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     try {
       checkIssuedCertificate(frame.certificate, this.identity.caPem, this.options.id, keyPem);
       this.identity = saveNodeIdentity(this.options.dataDir, { keyPem, certPem: frame.certificate });
+      // The next dial presents the renewed certificate.
+      this.server?.setSecureContext(this.tlsContext(this.identity));
     } catch (err) {
       this.log.error('could not use the renewed certificate', { error: (err as Error).message, serial: frame.serial });
       return;
@@ -903,12 +1084,25 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     );
   }
 
+  /** One round of discovery; a gateway found at another address is dialed from now on. */
+  private async rediscover(): Promise<void> {
+    try {
+      const found = await discoverGateway(this.options, this.identity, this.caPem, this.advertiser, () => this.stopping !== undefined, 1);
+      if (!found) return;
+      const text = formatHostPort(found.address);
+      if (text !== this.gatewayText) this.log.info('the gateway answers at a new address', { previous: this.gatewayText, gateway: text });
+      this.gateway = found.address;
+    } catch (err) {
+      this.log.warn('could not look for the gateway again', { error: (err as Error).message });
+    }
+  }
+
   private onClose(conn: Connection, code: number, reason: string): void {
     if (conn !== this.conn) return;
     this.conn = undefined;
     this.stopHeartbeats();
     this.renewingKeyPem = undefined;
-    const gateway = formatHostPort(this.options.gateway);
+    const gateway = this.gatewayText;
     if (code === CLOSE_IDENTITY_REFUSED && !conn.fatal) {
       const why = isErrorCode(reason) ? reason : 'FM_ERR_CERT_REVOKED';
       conn.fatal = new FieldmeshError(why, `The gateway refused this node (${reason || why})`);
@@ -929,6 +1123,11 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.log.warn('cannot reach gateway', { gateway, error: conn.lastError?.message ?? `closed with ${code}` });
     }
     if (this.stopping) return;
+    if (this.server) {
+      // Listen mode: the gateway dials again.
+      this.state = 'listening';
+      return;
+    }
     this.state = 'backoff';
     // Full jitter: a random point below an exponentially growing ceiling spreads a fleet's reconnects out.
     const ceiling = Math.min(this.options.reconnectMaxMs, this.options.reconnectMinMs * 2 ** Math.min(this.reconnectAttempt, 30));
@@ -937,7 +1136,10 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.log.debug('reconnecting', { in_ms: delay, attempt: this.reconnectAttempt });
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      this.connect();
+      // A gateway found by discovery that stays unreachable may have moved: look again before dialing.
+      if (this.options.gateway === undefined && this.options.discover !== 'static' && this.reconnectAttempt >= 2) {
+        void this.rediscover().finally(() => this.connect());
+      } else this.connect();
     }, delay);
   }
 }

@@ -1,9 +1,11 @@
 // Node agent options: the documented defaults and the checks that turn user input into CompiledNodeOptions.
 import { availableParallelism, platform as osPlatform } from 'node:os';
 import { resolve } from 'node:path';
-import { type HostPort, parseHostPort } from '../core/address.js';
+import { formatHostPort, type HostPort, parseHostPort } from '../core/address.js';
 import { FieldmeshError } from '../core/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../core/logger.js';
+import { DEFAULT_MDNS_SERVICE, parseServiceName } from '../discovery/mdns.js';
+import { compileMulticastOptions } from '../discovery/options.js';
 
 export interface GeoLocation {
   lat: number;
@@ -11,8 +13,34 @@ export interface GeoLocation {
 }
 
 export interface NodeOptions {
-  /** Gateway node listener as `HOST:PORT` (a bare `:PORT` means 127.0.0.1). */
-  gateway: string;
+  /**
+   * Gateway node listener as `HOST:PORT` (a bare `:PORT` means 127.0.0.1). Optional with `discover`
+   * (the gateway is found on the network) or `listen` (the gateway dials the node; needed only to pair).
+   */
+  gateway?: string;
+  /**
+   * Listen mode: accept the gateway's dial on this `HOST:PORT` (TLS with the node's certificate, the
+   * gateway's client certificate required) instead of dialing it. The node must be paired (once, with
+   * `gateway` or `discover` and `pairingCode`).
+   * @default undefined (the node dials the gateway)
+   */
+  listen?: string;
+  /** Address put in ADVERTISE as where the node accepts a dial. @default the `listen` address */
+  advertiseAddress?: string;
+  /**
+   * How to find the gateway when `gateway` is not given: `multicast` (DISCOVER, answered by a signed GATEWAY)
+   * or `mdns`; `static` means use `gateway`. With `multicast` the node also sends ADVERTISE at start and periodically.
+   * @default "static"
+   */
+  discover?: 'static' | 'multicast' | 'mdns';
+  /** UDP multicast group, port and interface for `discover: "multicast"` (the interface also serves mDNS). */
+  multicast?: { group?: string; port?: number; interface?: string };
+  /** Interval between ADVERTISE messages. @default 30000 */
+  advertiseIntervalMs?: number;
+  /** mDNS service type for `discover: "mdns"`. @default "_fieldmesh._tcp.local." */
+  serviceName?: string;
+  /** mDNS UDP port; another port than 5353 makes a private test network. @default 5353 */
+  mdnsPort?: number;
   /** Stable node id, unique in the mesh: `^[A-Za-z0-9][A-Za-z0-9:._@/-]*$`, at most 128 characters. */
   id: string;
   /** Directory for the signing key and the gateway pin; created with mode 0700. */
@@ -113,9 +141,17 @@ export interface NodeOptions {
 }
 
 export interface CompiledNodeOptions {
-  gateway: HostPort;
+  /** Undefined when the gateway is to be discovered, or the node listens and is paired. */
+  gateway: HostPort | undefined;
   /** The `gateway` option as given, for logs. */
-  gatewayAddress: string;
+  gatewayAddress: string | undefined;
+  listen: HostPort | undefined;
+  advertiseAddress: string | undefined;
+  discover: 'static' | 'multicast' | 'mdns';
+  multicast: { group: string; port: number; interfaceAddress: string | undefined };
+  advertiseIntervalMs: number;
+  serviceName: string;
+  mdnsPort: number;
   id: string;
   name: string;
   platform: string;
@@ -207,9 +243,37 @@ export function parseLocation(option: string, value: string | GeoLocation): GeoL
 
 export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
   if (typeof opts !== 'object' || opts === null) throw invalid('node', opts, 'must be an options object');
-  if (typeof opts.gateway !== 'string') throw invalid('node.gateway', opts.gateway, 'must be a string "HOST:PORT"');
-  const gateway = parseHostPort('node.gateway', opts.gateway);
-  if (gateway.port === 0) throw invalid('node.gateway', opts.gateway, 'is not a valid port (a gateway cannot listen on port 0)');
+  const discover = opts.discover ?? 'static';
+  if (!['static', 'multicast', 'mdns'].includes(discover))
+    throw invalid('node.discover', discover, 'must be one of static, multicast, mdns');
+  let gateway: HostPort | undefined;
+  if (opts.gateway !== undefined) {
+    if (typeof opts.gateway !== 'string') throw invalid('node.gateway', opts.gateway, 'must be a string "HOST:PORT"');
+    gateway = parseHostPort('node.gateway', opts.gateway);
+    if (gateway.port === 0) throw invalid('node.gateway', opts.gateway, 'is not a valid port (a gateway cannot listen on port 0)');
+  }
+  let listen: HostPort | undefined;
+  if (opts.listen !== undefined) {
+    if (typeof opts.listen !== 'string') throw invalid('node.listen', opts.listen, 'must be a string "HOST:PORT"');
+    listen = parseHostPort('node.listen', opts.listen, '0.0.0.0');
+  }
+  if (gateway === undefined && listen === undefined && discover === 'static') {
+    throw new FieldmeshError(
+      'FM_ERR_INVALID_OPTION',
+      'node.gateway: "HOST:PORT" is required unless the gateway is discovered (discover: multicast | mdns) or dials the node (listen)',
+      { details: { option: 'node.gateway' } },
+    );
+  }
+  const advertiseAddress =
+    opts.advertiseAddress === undefined
+      ? undefined
+      : formatHostPort(parseHostPort('node.advertiseAddress', opts.advertiseAddress, '0.0.0.0'));
+  const mc = compileMulticastOptions(
+    { group: opts.multicast?.group, port: opts.multicast?.port, interfaceAddress: opts.multicast?.interface },
+    'node.discovery',
+  );
+  const serviceName = opts.serviceName ?? DEFAULT_MDNS_SERVICE;
+  parseServiceName(serviceName);
 
   const id = text('node.id', opts.id, NODE_ID_MAX);
   if (!NODE_ID_PATTERN.test(id)) {
@@ -264,6 +328,13 @@ export function compileNodeOptions(opts: NodeOptions): CompiledNodeOptions {
   return {
     gateway,
     gatewayAddress: opts.gateway,
+    listen,
+    advertiseAddress,
+    discover,
+    multicast: { group: mc.group, port: mc.port, interfaceAddress: mc.interfaceAddress },
+    advertiseIntervalMs: integer('node.advertiseIntervalMs', opts.advertiseIntervalMs, 30_000, 10, 86_400_000),
+    serviceName,
+    mdnsPort: integer('node.mdnsPort', opts.mdnsPort, 5353, 1, 65535),
     id,
     name,
     platform,

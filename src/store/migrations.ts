@@ -335,6 +335,25 @@ const functions: Migration = {
   },
 };
 
+/** Listen-mode nodes registered through the API, which the gateway dials; one row per node id and per endpoint. */
+const peers: Migration = {
+  async up(db: AnyDb): Promise<void> {
+    await db.transaction().execute(async (trx) => {
+      await trx.schema
+        .createTable('peers')
+        .ifNotExists()
+        .addColumn('node_id', 'text', (c) => c.primaryKey())
+        .addColumn('endpoint', 'text', (c) => c.notNull().unique())
+        .addColumn('capabilities', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    });
+  },
+  async down(db: AnyDb): Promise<void> {
+    await db.schema.dropTable('peers').ifExists().execute();
+  },
+};
+
 export const sqliteMigrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_task_options': taskOptions,
@@ -345,4 +364,5 @@ export const sqliteMigrations: Record<string, Migration> = {
   '0007_approvals': approvals,
   '0008_state': state,
   '0009_functions': functions,
+  '0010_peers': peers,
 };

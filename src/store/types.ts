@@ -330,6 +330,16 @@ export interface RunPatch {
   result?: JsonValue | null;
 }
 
+/** A listen-mode node registered through `POST /v1/nodes/register`: the gateway dials its endpoint. */
+export interface PeerRecord {
+  node_id: string;
+  /** `host:port` of the node's TLS listener. */
+  endpoint: string;
+  /** What the registration said the node offers (the node's REGISTER is what the scheduler uses). */
+  capabilities: string[];
+  created_at: string;
+}
+
 export interface Store {
   /** Applies pending migrations; safe to call on every start. */
   migrate(): Promise<void>;
@@ -408,7 +418,8 @@ export interface Store {
 
   insertCertificate(cert: CertificateRecord): Promise<void>;
   getCertificate(serial: string): Promise<CertificateRecord | undefined>;
-  listCertificates(nodeId: string): Promise<CertificateRecord[]>;
+  /** One node's certificates, or every node's when `nodeId` is left out. */
+  listCertificates(nodeId?: string): Promise<CertificateRecord[]>;
   /** Revokes every certificate of a node not yet revoked; returns their serials. */
   revokeCertificates(nodeId: string, reason: string, revokedAt: string): Promise<string[]>;
   listRevokedSerials(): Promise<string[]>;
@@ -420,4 +431,11 @@ export interface Store {
   revokeApiToken(tokenId: string, revokedAt: string): Promise<ApiTokenRecord>;
   /** Records when a token was last used; an unknown id is ignored. */
   touchApiToken(tokenId: string, usedAt: string): Promise<void>;
+
+  /** Adds a registered peer; false (nothing written) when its node id or endpoint is registered already. */
+  insertPeer(peer: PeerRecord): Promise<boolean>;
+  /** Registered peers, oldest first. */
+  listPeers(): Promise<PeerRecord[]>;
+  /** Removes a registered peer; false when there was none with that id. */
+  deletePeer(nodeId: string): Promise<boolean>;
 }

@@ -23,6 +23,7 @@ import type {
   PairingCodeRecord,
   PairingRequestRecord,
   PairingRequestStatus,
+  PeerRecord,
   RunPatch,
   RunRecord,
   RunStatus,
@@ -759,8 +760,10 @@ export class SqliteStore implements Store {
     return this.#certificates().where('c.serial', '=', serial).executeTakeFirst();
   }
 
-  async listCertificates(nodeId: string): Promise<CertificateRecord[]> {
-    return this.#certificates().where('c.node_id', '=', nodeId).orderBy('c.issued_at').orderBy('c.serial').execute();
+  async listCertificates(nodeId?: string): Promise<CertificateRecord[]> {
+    let q = this.#certificates();
+    if (nodeId !== undefined) q = q.where('c.node_id', '=', nodeId);
+    return q.orderBy('c.issued_at').orderBy('c.serial').execute();
   }
 
   async revokeCertificates(nodeId: string, reason: string, revokedAt: string): Promise<string[]> {
@@ -813,6 +816,25 @@ export class SqliteStore implements Store {
 
   async touchApiToken(tokenId: string, usedAt: string): Promise<void> {
     await this.#db.updateTable('api_tokens').set({ last_used_at: usedAt }).where('token_id', '=', tokenId).execute();
+  }
+
+  async insertPeer(peer: PeerRecord): Promise<boolean> {
+    const result = await this.#db
+      .insertInto('peers')
+      .values({ ...peer, capabilities: JSON.stringify(peer.capabilities) })
+      .onConflict((oc) => oc.doNothing())
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;
+  }
+
+  async listPeers(): Promise<PeerRecord[]> {
+    const rows = await this.#db.selectFrom('peers').selectAll().orderBy('created_at').orderBy('node_id').execute();
+    return rows.map((r) => ({ ...r, capabilities: JSON.parse(r.capabilities) as string[] }));
+  }
+
+  async deletePeer(nodeId: string): Promise<boolean> {
+    const result = await this.#db.deleteFrom('peers').where('node_id', '=', nodeId).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
   }
 
   async pruneRuns(finishedBefore: string): Promise<number> {

@@ -185,6 +185,15 @@ export interface FunctionNodesTable {
   updated_at: string;
 }
 
+/** A listen-mode node registered through the API, which the gateway dials. */
+export interface PeersTable {
+  node_id: string;
+  endpoint: string;
+  /** JSON array of strings. */
+  capabilities: string;
+  created_at: string;
+}
+
 export interface Database {
   nodes: NodesTable;
   tasks: TasksTable;
@@ -200,4 +209,5 @@ export interface Database {
   state_docs: StateDocsTable;
   functions: FunctionsTable;
   function_nodes: FunctionNodesTable;
+  peers: PeersTable;
 }
