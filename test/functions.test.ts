@@ -245,6 +245,13 @@ describe('deployable functions', () => {
       doc: { version: 1, data: { mode: 'eco', limit: 3 }, checksum: put.desired?.checksum, updated_at: expect.any(String) },
       missing: null,
     });
+    // A refused state call the function does not catch fails it with FM_ERR_EXECUTION, the refusal's code kept in its cause.
+    const refused = await call('state-reader', DUO, { doc: '../etc' });
+    expect(refused).toMatchObject({
+      ok: false,
+      error: { code: 'FM_ERR_EXECUTION', details: { cause: { name: 'FieldmeshError', code: 'FM_ERR_INVALID_REQUEST' } } },
+    });
+    expect(refused.error?.message).toContain('must match');
   });
 
   it('functions - deploy and undeploy need an admin token; listing needs read', async () => {

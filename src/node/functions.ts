@@ -56,11 +56,13 @@ function failureOf(err: unknown): RunOutcome {
   if (isEdgeExecutionError(err)) {
     const retryable = err.code === 'FM_ERR_TOOL_TIMEOUT' || err.code === 'FM_ERR_WORKER_CRASHED';
     if (err.code === 'FM_ERR_EXECUTION' && err.cause !== undefined) {
-      const c = err.cause as { name?: unknown; message?: unknown } | null;
-      const cause =
+      const c = err.cause as { name?: unknown; message?: unknown; code?: unknown } | null;
+      const cause: Record<string, unknown> =
         typeof c === 'object' && c !== null && typeof c.message === 'string'
           ? { name: typeof c.name === 'string' ? c.name : 'Error', message: c.message }
           : { message: String(err.cause) };
+      // A code travels with it, e.g. that of a refused ctx.state call the function did not catch.
+      if (typeof c === 'object' && c !== null && (typeof c.code === 'string' || typeof c.code === 'number')) cause.code = c.code;
       return fail(err.code, err.message, false, { cause });
     }
     return fail(err.code, err.message, retryable);
