@@ -31,6 +31,7 @@ const ALL_TOOLS = [
   'fail_with',
   'pii_redact',
   'slow_echo',
+  'span',
   'state_get',
   'state_script',
   'summarize',

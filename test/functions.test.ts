@@ -10,6 +10,8 @@ import { FakeGateway, type FakeLink } from './fake-gateway.js';
 import { Cluster, cliPath, http, type NodeHandle, runCli, testToolsModule, waitFor } from './harness.js';
 
 const ALLOW = ['--allow-deploy'];
+/** A node of two task slots, for state and for tools and functions running side by side. */
+const DUO = 'fn:duo';
 
 /** A function that says where it runs and what environment it sees. */
 const WHOAMI =
@@ -41,6 +43,7 @@ describe('deployable functions', () => {
       c.startNode({ id: 'fn:south', capabilities: ['site:south'], extraArgs: ALLOW }),
       c.startNode({ id: 'fn:locked', capabilities: ['site:north'] }),
       c.startNode({ id: 'fn:single', extraArgs: [...ALLOW, '--max-concurrency', '1'] }),
+      c.startNode({ id: DUO, extraArgs: [...ALLOW, '--max-concurrency', '2'] }),
     ]);
     for (const n of started) nodes.set(n.id, n);
   }, 60_000);
@@ -182,6 +185,73 @@ describe('deployable functions', () => {
     );
     expect(a && b).toBeTruthy();
     expect(a!.end <= b!.start || b!.end <= a!.start).toBe(true);
+  });
+
+  it("functions - tools and functions share the node's slots: together they never run more calls at once than its max concurrency", async () => {
+    // Each call notes when it started and ended by the node's clock; the node has two slots for all six.
+    const nap =
+      'export default async (args) => { const start = Date.now(); await new Promise((r) => setTimeout(r, args.ms)); return { start, end: Date.now() }; };';
+    expect((await deploy({ name: 'nap', bundle: nap, target: { kind: 'explicit', node_id: DUO } })).deployed).toBe(1);
+    const patient = { timeout_ms: 30_000 };
+    const results = await Promise.all([
+      ...[1, 2, 3].map(() => call('span', DUO, { ms: 300 }, patient)),
+      ...[1, 2, 3].map(() => call('nap', DUO, { ms: 300 }, patient)),
+    ]);
+    expect(results.map((r) => r.ok)).toEqual([true, true, true, true, true, true]);
+    const spans = results.map((r) => r.output as { start: number; end: number });
+    // The most calls running at one instant; a call ending in the same millisecond another starts does not overlap it.
+    const events = spans.flatMap((s) => [[s.start, 1] as const, [s.end, -1] as const]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    let running = 0;
+    let most = 0;
+    for (const [, step] of events) {
+      running += step;
+      most = Math.max(most, running);
+    }
+    expect(most).toBeLessThanOrEqual(2);
+  });
+
+  it("functions - a function writes its node's state through ctx.state, and the gateway shows it as reported", async () => {
+    const writer =
+      "export default async (args, ctx) => { const w = await ctx.state.set('fn-counter', { count: args.count, by: ctx.nodeId }); return { version: w.version, checksum: w.checksum }; };";
+    expect((await deploy({ name: 'state-writer', bundle: writer, target: { kind: 'explicit', node_id: DUO } })).deployed).toBe(1);
+    expect(await call('state-writer', DUO, { count: 1 })).toMatchObject({ ok: true, output: { version: 1 } });
+    const second = await call('state-writer', DUO, { count: 2 });
+    expect(second).toMatchObject({ ok: true, output: { version: 2 } });
+    const path = `/v1/nodes/${encodeURIComponent(DUO)}/state/fn-counter`;
+    const view = await waitFor('fn-counter reported at version 2', async () => {
+      const r = await http(c.gateway.api, 'GET', path);
+      return r.status === 200 && r.json.reported?.version === 2 ? r.json : undefined;
+    });
+    expect(view.reported).toMatchObject({
+      version: 2,
+      data: { count: 2, by: DUO },
+      checksum: (second.output as { checksum: string }).checksum,
+    });
+    expect(view.desired).toBeNull();
+    // The node keeps one journal: its tools see what its functions wrote.
+    const seen = await call('state_get', DUO, { doc: 'fn-counter' });
+    expect(seen.output).toMatchObject({ state: { version: 2, data: { count: 2, by: DUO } } });
+  });
+
+  it('functions - a function reads the desired state written at the gateway once its node has adopted it', async () => {
+    const put = await c.gateway.client.putState(DUO, 'fn-config', { mode: 'eco', limit: 3 });
+    await waitFor('fn-config adopted', async () => (await c.gateway.client.getState(DUO, 'fn-config')).in_sync || undefined);
+    const reader =
+      "export default async (args, ctx) => ({ doc: await ctx.state.get(args.doc), missing: await ctx.state.get('fn-nothing-here') });";
+    expect((await deploy({ name: 'state-reader', bundle: reader, target: { kind: 'explicit', node_id: DUO } })).deployed).toBe(1);
+    const r = await call('state-reader', DUO, { doc: 'fn-config' });
+    expect(r).toMatchObject({ ok: true });
+    expect(r.output).toEqual({
+      doc: { version: 1, data: { mode: 'eco', limit: 3 }, checksum: put.desired?.checksum, updated_at: expect.any(String) },
+      missing: null,
+    });
+    // A refused state call the function does not catch fails it with FM_ERR_EXECUTION, the refusal's code kept in its cause.
+    const refused = await call('state-reader', DUO, { doc: '../etc' });
+    expect(refused).toMatchObject({
+      ok: false,
+      error: { code: 'FM_ERR_EXECUTION', details: { cause: { name: 'FieldmeshError', code: 'FM_ERR_INVALID_REQUEST' } } },
+    });
+    expect(refused.error?.message).toContain('must match');
   });
 
   it('functions - deploy and undeploy need an admin token; listing needs read', async () => {

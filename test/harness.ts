@@ -33,7 +33,7 @@ export interface NodeSpec {
   platform?: string;
   capabilities?: string[];
   location?: string;
-  /** Load the test tools (slow_echo, fail_with, big_output) besides the built-ins. @default true */
+  /** Load the test tools (slow_echo, span, fail_with, big_output, state_get, …) besides the built-ins. @default true */
   testTools?: boolean;
   extraArgs?: string[];
   /** Dial this address instead of the gateway's listener (a proxy in between). */

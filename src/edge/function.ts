@@ -2,6 +2,7 @@
 
 import { isAbsolute } from 'node:path';
 import { FieldmeshError } from '../core/errors.js';
+import type { ContextState } from './state-port.js';
 
 /** What a function receives besides its arguments. */
 export interface EdgeContext {
@@ -15,6 +16,13 @@ export interface EdgeContext {
    * signal never fires.
    */
   signal: AbortSignal;
+  /**
+   * The node's state documents, served by the runtime's `state` host (on a
+   * mesh node, the node's own copies, synced with the gateway). Without a host
+   * its calls fail with FM_ERR_INTERNAL; once the call has finished, with
+   * FM_ERR_CANCELLED. A worker handler's calls cross its message port.
+   */
+  state: ContextState;
 }
 
 /** A handler given as a plain function; it runs in the caller's thread (see {@link EdgeFunction}). */

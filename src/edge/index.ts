@@ -13,4 +13,5 @@ export {
 export { EdgeMetrics, type EdgeMetricsOptions, type EdgeMetricsSummary, InvocationRecord, type InvocationRecordInit } from './metrics.js';
 export { EdgeNode, type EdgeNodeInit, EdgeNodeStatus } from './node.js';
 export { type EdgeInvokeOptions, EdgeRuntime, type EdgeRuntimeOptions } from './runtime.js';
+export type { ContextState, StateHost } from './state-port.js';
 export { EdgeSynchronizer, type SyncData, SyncState, type SyncStateInit } from './sync.js';

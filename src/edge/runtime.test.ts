@@ -4,11 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StateDocument } from '../protocol/state.js';
 import { EdgeErrorCode, EdgeExecutionError, isEdgeExecutionError } from './errors.js';
 import { type EdgeContext, EdgeFunction } from './function.js';
 import { EdgeMetrics } from './metrics.js';
 import { EdgeNode } from './node.js';
 import { EdgeRuntime } from './runtime.js';
+import type { StateHost } from './state-port.js';
+import { SyncState } from './sync.js';
 
 function newRuntime(metrics?: EdgeMetrics): EdgeRuntime {
   return new EdgeRuntime(new EdgeNode({ id: 'edge-01', name: 'warehouse-sensor' }), metrics ? { metrics } : {});
@@ -391,5 +394,101 @@ describe('edge - runtime metrics', () => {
     expect(records[2]?.error).toContain('FM_ERR_EXECUTION');
     expect(records[2]?.error).toContain('boom');
     expect(records.every((r) => r.durationMs >= 0)).toBe(true);
+  });
+});
+
+/** State documents held in memory, versioned like a node's copies. */
+function memoryState(): StateHost & { docs: Map<string, StateDocument> } {
+  const docs = new Map<string, StateDocument>();
+  return {
+    docs,
+    get: (doc) => docs.get(doc) ?? null,
+    set: async (doc, data) => {
+      const next = SyncState.fromData(data as Record<string, unknown>, (docs.get(doc)?.version ?? 0) + 1);
+      const written: StateDocument = {
+        version: next.version,
+        data: { ...next.data },
+        checksum: next.checksum,
+        updated_at: next.updatedAt.toISOString(),
+      };
+      docs.set(doc, written);
+      return written;
+    },
+  };
+}
+
+describe('edge - runtime state', () => {
+  const withState = (state?: StateHost) => new EdgeRuntime(new EdgeNode({ id: 'edge-01', name: 'warehouse-sensor' }), { state });
+
+  it('edge - a worker function reads and writes state documents through ctx.state', async () => {
+    const state = memoryState();
+    await state.set('config', { threshold: 7 });
+    const runtime = withState(state);
+    runtime.deploy(
+      new EdgeFunction({
+        id: 'count',
+        name: 'count',
+        handler: {
+          source: `export default async (args, ctx) => {
+            const config = await ctx.state.get('config');
+            const none = await ctx.state.get('missing');
+            const written = await ctx.state.set('counter', { n: args.n, threshold: config.data.threshold });
+            return { config: config.data, none, written: { version: written.version, data: written.data } };
+          };`,
+        },
+      }),
+    );
+    expect(await runtime.invoke('count', { n: 1 })).toEqual({
+      config: { threshold: 7 },
+      none: null,
+      written: { version: 1, data: { n: 1, threshold: 7 } },
+    });
+    await runtime.invoke('count', { n: 2 });
+    expect(state.docs.get('counter')).toMatchObject({ version: 2, data: { n: 2, threshold: 7 } });
+  });
+
+  it("edge - ctx.state refusals reach the function as errors with the host's code", async () => {
+    const runtime = withState(memoryState());
+    const source = `export default async (args, ctx) => {
+      const codes = [];
+      for (const attempt of [() => ctx.state.set('x', { big: 1n }), () => ctx.state.get('x')]) {
+        try { await attempt(); codes.push('ok'); } catch (err) { codes.push(err.code); }
+      }
+      return codes;
+    };`;
+    runtime.deploy(new EdgeFunction({ id: 'bad', name: 'bad', handler: { source } }));
+    expect(await runtime.invoke('bad')).toEqual(['FM_ERR_INVALID_REQUEST', 'ok']);
+    // A runtime without a state host refuses every call.
+    const bare = withState();
+    bare.deploy(new EdgeFunction({ id: 'bad', name: 'bad', handler: { source } }));
+    expect(await bare.invoke('bad')).toEqual(['FM_ERR_INVALID_REQUEST', 'FM_ERR_INTERNAL']);
+  });
+
+  it('edge - a worker function left pending on nothing after a state call still ends instead of hanging', async () => {
+    const runtime = withState(memoryState());
+    const source = "export default async (args, ctx) => { await ctx.state.get('x'); await new Promise(() => {}); };";
+    runtime.deploy(new EdgeFunction({ id: 'stuck', name: 'stuck', handler: { source }, timeoutSeconds: 20 }));
+    const err = await rejection(runtime.invoke('stuck'));
+    expect(err.code).toBe(EdgeErrorCode.EXECUTION);
+    expect(err.message).toContain('ran out of work');
+  });
+
+  it('edge - an in-process function may use ctx.state only while its call runs', async () => {
+    const state = memoryState();
+    const runtime = withState(state);
+    let kept: EdgeContext['state'] | undefined;
+    runtime.deploy(
+      new EdgeFunction({
+        id: 'keep',
+        name: 'keep',
+        handler: async (_args, ctx) => {
+          kept = ctx.state;
+          return (await ctx.state.set('doc', { during: true })).version;
+        },
+      }),
+    );
+    expect(await runtime.invoke('keep')).toBe(1);
+    await expect(kept!.set('doc', { after: true })).rejects.toMatchObject({ code: 'FM_ERR_CANCELLED' });
+    expect(state.docs.get('doc')?.data).toEqual({ during: true });
   });
 });

@@ -6,16 +6,36 @@ import { EdgeErrorCode, EdgeExecutionError } from './errors.js';
 import type { EdgeContext, EdgeFunction, EdgeHandlerFunction, EdgeModuleHandler, EdgeSourceHandler } from './function.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { EdgeNode } from './node.js';
+import { localState, replyTo, type StateCall, type StateHost, serveStateCall, stateClient } from './state-port.js';
 
 /**
  * The worker's code, started with `eval: true` rather than from a file next to
  * this module: under Vitest this module is a `.ts` file with no compiled `.js`
  * beside it, and from `dist/` a separate file would have to be kept in step.
  * A string runs the same in both. It loads the handler module, calls its
- * default export once and posts back the result or what was thrown.
+ * default export once and posts back the result or what was thrown. Its
+ * `ctx.state` is the client the tool workers use, embedded as source; the port
+ * stays referenced only while a state call awaits its reply, so a handler
+ * pending on nothing else still ends its thread.
  */
 const WORKER_SOURCE = `'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
+const stateClient = ${String(stateClient)};
+function contextState() {
+  let listening = false;
+  const client = stateClient(
+    (call) => {
+      if (!listening) {
+        listening = true;
+        parentPort.on('message', (reply) => client.receive(reply));
+      }
+      parentPort.postMessage(call);
+    },
+    (error) => Object.assign(new Error(error.message), { name: 'FieldmeshError', code: error.code }),
+    (waiting) => (waiting > 0 ? parentPort.ref() : parentPort.unref()),
+  );
+  return client.stateFor(1);
+}
 function describe(thrown) {
   if (thrown instanceof Error) {
     const error = { name: thrown.name, message: thrown.message, stack: thrown.stack };
@@ -46,7 +66,8 @@ function send(reply) {
   }
   try {
     const env = Object.freeze({ ...process.env });
-    const output = await handler(args, { functionId, nodeId, env, signal: new AbortController().signal });
+    const state = contextState();
+    const output = await handler(args, { functionId, nodeId, env, signal: new AbortController().signal, state });
     send({ ok: true, output });
   } catch (err) {
     send({ ok: false, stage: 'run', thrown: describe(err) });
@@ -75,6 +96,8 @@ export interface EdgeInvokeOptions {
 export interface EdgeRuntimeOptions {
   /** Where every invocation of a deployed function is recorded. */
   metrics?: EdgeMetrics;
+  /** Serves functions' `ctx.state`; without it their state calls fail with FM_ERR_INTERNAL. */
+  state?: StateHost;
 }
 
 /**
@@ -97,10 +120,12 @@ export class EdgeRuntime {
   readonly node: EdgeNode;
   private readonly functions = new Map<string, EdgeFunction>();
   private readonly metrics: EdgeMetrics | undefined;
+  private readonly state: StateHost | undefined;
 
   constructor(node: EdgeNode, options: EdgeRuntimeOptions = {}) {
     this.node = node;
     this.metrics = options.metrics;
+    this.state = options.state;
   }
 
   /** Deploys a function, replacing one with the same id. */
@@ -150,8 +175,8 @@ export class EdgeRuntime {
       const handler = fn.handler;
       const output =
         typeof handler === 'function'
-          ? await runInProcess(fn, handler, args, nodeId, options.signal)
-          : await runInWorker(fn, handler, args, nodeId, options.signal);
+          ? await runInProcess(fn, handler, args, nodeId, options.signal, this.state)
+          : await runInWorker(fn, handler, args, nodeId, options.signal, this.state);
       this.metrics?.record({ functionId, nodeId, durationMs: performance.now() - started, success: true });
       return output;
     } catch (err) {
@@ -189,11 +214,18 @@ function runInProcess(
   args: unknown,
   nodeId: string,
   signal: AbortSignal | undefined,
+  state: StateHost | undefined,
 ): Promise<unknown> {
   const controller = new AbortController();
-  const ctx: EdgeContext = { functionId: fn.id, nodeId, env: fn.environment, signal: controller.signal };
+  let settled = false;
+  const ctx: EdgeContext = {
+    functionId: fn.id,
+    nodeId,
+    env: fn.environment,
+    signal: controller.signal,
+    state: localState(state, () => !settled),
+  };
   return new Promise((resolve, reject) => {
-    let settled = false;
     const stop = (err: unknown) => {
       if (settled) return;
       settled = true;
@@ -259,6 +291,7 @@ function runInWorker(
   args: unknown,
   nodeId: string,
   signal: AbortSignal | undefined,
+  state: StateHost | undefined,
 ): Promise<unknown> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
@@ -298,7 +331,12 @@ function runInWorker(
     const timer = setTimeout(() => settle(() => reject(timeoutError(fn, nodeId))), timerMs(fn));
     const onAbort = () => settle(() => reject(signal?.reason));
     signal?.addEventListener('abort', onAbort, { once: true });
-    worker.on('message', (reply: WorkerReply) => {
+    worker.on('message', (reply: WorkerReply | StateCall) => {
+      if ('type' in reply) {
+        // Only the running call may use state: a call that arrives after it settled is refused.
+        serveStateCall(state, reply, !settled, replyTo(worker));
+        return;
+      }
       settle(() => {
         if (reply.ok) {
           resolve(reply.output);

@@ -54,7 +54,8 @@ import {
   saveNodeIdentity,
 } from './pairing.js';
 import { checkTaskPolicy, nodePolicy } from './policy.js';
-import { type RunHandle, type RunOutcome, ToolRuntime } from './runtime.js';
+import { type RunHandle, type RunOutcome, type StateHost, ToolRuntime } from './runtime.js';
+import { SlotPool } from './slots.js';
 import { NodeStateJournal } from './state.js';
 
 export const NODE_CONNECT_PATH = NODE_PROTOCOL_PATH;
@@ -251,7 +252,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       }
     }
     const journal = await NodeStateJournal.open(opts.dataDir, opts.logger);
-    // Tools reach the journal through the agent, which reports their writes; it exists only once the runtime does.
+    // Tools and functions reach the journal through the agent, which reports their writes; it exists only once the runtime does.
     let agentRef: NodeAgent | undefined;
     // What ADVERTISE carries is filled in as it becomes known: tools once the runtime is up, the bound listen port.
     const advertised = { capabilities: [...opts.capabilities, `platform:${opts.platform}`], listen: opts.advertiseAddress };
@@ -288,20 +289,24 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       await advertiser?.close();
       throw err;
     }
+    const state: StateHost = {
+      get: (doc) => journal.get(doc),
+      set: (doc, data) => {
+        if (!agentRef) throw new FieldmeshError('FM_ERR_SHUTTING_DOWN', 'Node agent is not running');
+        return agentRef.setState(doc, data);
+      },
+    };
+    // One pool of task slots: tools and deployed functions together run at most maxConcurrency calls at once.
+    const slots = new SlotPool(opts.maxConcurrency);
     const [runtime, detected] = await Promise.all([
       ToolRuntime.create({
         toolModules: opts.toolModules,
         size: opts.maxConcurrency,
+        slots,
         memoryMb: opts.workerMemoryMb,
         nodeId: opts.id,
         logger: opts.logger,
-        state: {
-          get: (doc) => journal.get(doc),
-          set: (doc, data) => {
-            if (!agentRef) throw new FieldmeshError('FM_ERR_SHUTTING_DOWN', 'Node agent is not running');
-            return agentRef.setState(doc, data);
-          },
-        },
+        state,
       }),
       detectGpuCapabilities(),
     ]);
@@ -312,7 +317,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       dataDir: opts.dataDir,
       nodeId: opts.id,
       gatewayKeyPem: identity.gatewaySigningKeyPem,
-      maxConcurrency: opts.maxConcurrency,
+      slots,
+      state,
       enabled: opts.allowDeploy,
       logger: opts.logger,
     });

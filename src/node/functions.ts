@@ -3,8 +3,10 @@
  * gateway signature and hash verify are kept in `<data dir>/functions`, served
  * as tools of the same name, and reloaded (and verified again) at start. Each
  * call runs in a fresh worker thread through the edge runtime, with the
- * function's heap limit, its time limit and only its own environment; the
- * node's max concurrency bounds how many run at once.
+ * function's heap limit, its time limit and only its own environment, and
+ * reads and writes the node's state documents through `ctx.state`. Functions
+ * take the same task slots as tools, so the node's max concurrency bounds
+ * both together.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,9 +16,11 @@ import { isEdgeExecutionError } from '../edge/errors.js';
 import { EdgeFunction } from '../edge/function.js';
 import { EdgeNode } from '../edge/node.js';
 import { EdgeRuntime } from '../edge/runtime.js';
+import type { StateHost } from '../edge/state-port.js';
 import type { DeployedFunction, DeployFrame } from '../protocol/frames.js';
 import { bundleHash, type SignedDeployFields, verifyDeploy } from '../protocol/signing.js';
 import type { RunHandle, RunOutcome, RunRequest } from './runtime.js';
+import type { SlotPool } from './slots.js';
 import type { ToolDescriptor } from './tools/types.js';
 
 export const FUNCTIONS_DIR = 'functions';
@@ -32,8 +36,10 @@ export interface FunctionHostOptions {
   nodeId: string;
   /** The gateway's task-signing key from pairing; every bundle must verify with it. */
   gatewayKeyPem: string;
-  /** Calls that may run at once; more wait their turn (the wait counts against their deadline). */
-  maxConcurrency: number;
+  /** The node's task slots, shared with its tools: a call runs once it holds one (the wait counts against its deadline). */
+  slots: SlotPool;
+  /** Serves functions' `ctx.state`; without it their state calls fail with FM_ERR_INTERNAL. */
+  state?: StateHost;
   /** False when the node's policy refuses deploys: stored functions are then neither loaded nor served. */
   enabled: boolean;
   logger: Logger;
@@ -50,11 +56,13 @@ function failureOf(err: unknown): RunOutcome {
   if (isEdgeExecutionError(err)) {
     const retryable = err.code === 'FM_ERR_TOOL_TIMEOUT' || err.code === 'FM_ERR_WORKER_CRASHED';
     if (err.code === 'FM_ERR_EXECUTION' && err.cause !== undefined) {
-      const c = err.cause as { name?: unknown; message?: unknown } | null;
-      const cause =
+      const c = err.cause as { name?: unknown; message?: unknown; code?: unknown } | null;
+      const cause: Record<string, unknown> =
         typeof c === 'object' && c !== null && typeof c.message === 'string'
           ? { name: typeof c.name === 'string' ? c.name : 'Error', message: c.message }
           : { message: String(err.cause) };
+      // A code travels with it, e.g. that of a refused ctx.state call the function did not catch.
+      if (typeof c === 'object' && c !== null && (typeof c.code === 'string' || typeof c.code === 'number')) cause.code = c.code;
       return fail(err.code, err.message, false, { cause });
     }
     return fail(err.code, err.message, retryable);
@@ -69,16 +77,14 @@ export class FunctionHost {
   /** Names undeployed since start: a late call for one is FM_ERR_FUNCTION_NOT_FOUND rather than an unknown tool. */
   readonly #removed = new Set<string>();
   readonly #runtime: EdgeRuntime;
-  readonly #waiting: (() => void)[] = [];
   readonly #calls = new Set<AbortController>();
-  #running = 0;
   #active = 0;
   #closed = false;
 
   private constructor(opts: FunctionHostOptions) {
     this.#opts = opts;
     this.#dir = join(opts.dataDir, FUNCTIONS_DIR);
-    this.#runtime = new EdgeRuntime(new EdgeNode({ id: opts.nodeId, name: opts.nodeId }));
+    this.#runtime = new EdgeRuntime(new EdgeNode({ id: opts.nodeId, name: opts.nodeId }), { state: opts.state });
   }
 
   /** Loads the functions stored in the data dir whose signature still verifies. */
@@ -194,7 +200,7 @@ export class FunctionHost {
     const promise = (async (): Promise<RunOutcome> => {
       let started = false;
       try {
-        await this.#turn(controller.signal);
+        await this.#opts.slots.acquire(controller.signal);
         started = true;
         const output = await this.#runtime.invoke(name, req.args, { signal: controller.signal });
         return jsonOutput(name, output);
@@ -204,7 +210,7 @@ export class FunctionHost {
         clearTimeout(deadline);
         this.#calls.delete(controller);
         this.#active--;
-        if (started) this.#release();
+        if (started) this.#opts.slots.release();
       }
     })();
     return {
@@ -248,33 +254,6 @@ export class FunctionHost {
         environment: manifest.env,
       }),
     );
-  }
-
-  /** Resolves when a call may start; rejects with the signal's reason if it is stopped while waiting. */
-  #turn(signal: AbortSignal): Promise<void> {
-    if (this.#running < this.#opts.maxConcurrency) {
-      this.#running++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve, reject) => {
-      const go = () => {
-        signal.removeEventListener('abort', onAbort);
-        this.#running++;
-        resolve();
-      };
-      const onAbort = () => {
-        const i = this.#waiting.indexOf(go);
-        if (i >= 0) this.#waiting.splice(i, 1);
-        reject(signal.reason);
-      };
-      this.#waiting.push(go);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-  }
-
-  #release(): void {
-    this.#running--;
-    this.#waiting.shift()?.();
   }
 
   #bundlePath(name: string): string {

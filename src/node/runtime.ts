@@ -1,19 +1,12 @@
 // ToolRuntime: a pool of long-lived worker threads that runs tool calls with schema checks, deadlines, cancellation and crash isolation.
 import { Worker } from 'node:worker_threads';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { type ErrorBody, FieldmeshError, toErrorBody } from '../core/errors.js';
+import { type ErrorBody, FieldmeshError } from '../core/errors.js';
 import { type Logger, silentLogger } from '../core/logger.js';
-import type { StateDocument } from '../protocol/state.js';
+import { replyTo, type StateCall, type StateHost, serveStateCall } from '../edge/state-port.js';
+import { SlotPool } from './slots.js';
 import { describeTool, type ToolDefinition, type ToolDescriptor } from './tools/types.js';
-import {
-  loadToolDefinitions,
-  type StateCall,
-  type StateReply,
-  WORKER_ROLE,
-  type WorkerInit,
-  type WorkerRequest,
-  type WorkerResponse,
-} from './worker.js';
+import { loadToolDefinitions, WORKER_ROLE, type WorkerInit, type WorkerRequest, type WorkerResponse } from './worker.js';
 
 export type RunOutcome = { ok: true; output: unknown } | { ok: false; error: ErrorBody };
 
@@ -37,6 +30,11 @@ export interface ToolRuntimeOptions {
   toolModules?: readonly string[];
   /** Number of worker threads, which is also how many calls run at once. */
   size: number;
+  /**
+   * The node's task slots, when tools share them with other work (deployed
+   * functions): a call runs once it holds one. @default a pool of `size` slots
+   */
+  slots?: SlotPool;
   /** Old-generation heap limit per worker. @default 256 */
   memoryMb?: number;
   /** Passed to tools as `ctx.node_id`. @default '' */
@@ -46,11 +44,7 @@ export interface ToolRuntimeOptions {
   state?: StateHost;
 }
 
-/** The node side of `ctx.state`: the agent's journal. */
-export interface StateHost {
-  get(doc: string): StateDocument | null | Promise<StateDocument | null>;
-  set(doc: string, data: unknown): Promise<StateDocument>;
-}
+export type { StateHost };
 
 interface CompiledTool {
   descriptor: ToolDescriptor;
@@ -66,6 +60,10 @@ interface Job {
   settled: boolean;
   slot: Slot | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** True while the job holds one of the pool's task slots. */
+  holds: boolean;
+  /** Withdraws the job's request for a task slot while it waits for one. */
+  withdraw: (() => void) | undefined;
 }
 
 interface Slot {
@@ -97,6 +95,10 @@ export class ToolRuntime {
   private readonly logger: Logger;
   private readonly state: StateHost | undefined;
   private readonly slots: Slot[] = [];
+  private readonly pool: SlotPool;
+  /** Jobs accepted and not yet finished, waiting for a task slot, queued for a worker or running. */
+  private readonly jobs = new Set<Job>();
+  /** Jobs holding a task slot and waiting for a worker. */
   private readonly queue: Job[] = [];
   private readonly exits = new Set<Promise<unknown>>();
   private active = 0;
@@ -110,6 +112,7 @@ export class ToolRuntime {
     this.memoryMb = opts.memoryMb ?? 256;
     this.logger = opts.logger ?? silentLogger;
     this.state = opts.state;
+    this.pool = opts.slots ?? new SlotPool(opts.size);
     this.init = { role: WORKER_ROLE, nodeId: opts.nodeId ?? '', toolModules: [...(opts.toolModules ?? [])] };
   }
 
@@ -152,12 +155,26 @@ export class ToolRuntime {
     const promise = new Promise<RunOutcome>((r) => {
       resolveOutcome = r;
     });
-    const job: Job = { id: this.nextId++, req, tool, resolve: resolveOutcome, settled: false, slot: undefined, timer: undefined };
+    const job: Job = {
+      id: this.nextId++,
+      req,
+      tool,
+      resolve: resolveOutcome,
+      settled: false,
+      slot: undefined,
+      timer: undefined,
+      holds: false,
+      withdraw: undefined,
+    };
     this.active++;
-    // The deadline covers queueing too: the gateway's clock for this attempt started when it sent the task.
+    this.jobs.add(job);
+    // The deadline covers waiting too: the gateway's clock for this attempt started when it sent the task.
     job.timer = setTimeout(() => this.expire(job), Math.min(Math.max(1, req.timeout_ms), MAX_TIMER_MS));
-    this.queue.push(job);
-    this.pump();
+    job.withdraw = this.pool.request(() => {
+      job.holds = true;
+      this.queue.push(job);
+      this.pump();
+    });
     return {
       promise,
       cancel: (reason?: string) => {
@@ -175,7 +192,7 @@ export class ToolRuntime {
       return;
     }
     this.closed = true;
-    const pending = [...this.queue, ...this.slots.flatMap((s) => (s.job ? [s.job] : []))];
+    const pending = [...this.jobs];
     for (const slot of [...this.slots]) this.retire(slot, false);
     for (const job of pending) this.finish(job, fail('FM_ERR_SHUTTING_DOWN', 'Tool runtime is shutting down', true));
     await Promise.allSettled([...this.exits]);
@@ -262,30 +279,8 @@ export class ToolRuntime {
 
   /** A tool's `ctx.state` call; only the call its worker is running now may use state. */
   private onStateCall(slot: Slot, msg: StateCall): void {
-    const reply = (r: StateReply) => {
-      try {
-        slot.worker.postMessage(r);
-      } catch {
-        // The worker is gone; nobody waits for the answer.
-      }
-    };
-    const fail = (error: ErrorBody) => reply({ type: 'state_reply', call: msg.call, ok: false, error });
     const job = slot.job;
-    if (!job || job.id !== msg.id || job.settled) {
-      fail({ code: 'FM_ERR_CANCELLED', message: 'The tool call has already finished' });
-      return;
-    }
-    const host = this.state;
-    if (!host) {
-      fail({ code: 'FM_ERR_INTERNAL', message: 'State documents are not available in this runtime' });
-      return;
-    }
-    Promise.resolve()
-      .then(() => (msg.op === 'get' ? host.get(msg.doc) : host.set(msg.doc, msg.data)))
-      .then(
-        (value) => reply({ type: 'state_reply', call: msg.call, ok: true, value }),
-        (err: unknown) => fail(toErrorBody(err)),
-      );
+    serveStateCall(this.state, msg, job !== undefined && job.id === msg.id && !job.settled, replyTo(slot.worker));
   }
 
   private onExit(slot: Slot, code: number): void {
@@ -360,6 +355,13 @@ export class ToolRuntime {
       job.slot = undefined;
     }
     this.active--;
+    this.jobs.delete(job);
+    job.withdraw?.();
+    if (job.holds) {
+      job.holds = false;
+      // The freed slot may start the next tool call here (through pump) or a deployed function elsewhere.
+      this.pool.release();
+    }
     job.resolve(outcome);
     this.pump();
   }

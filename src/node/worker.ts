@@ -3,9 +3,9 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
 import { type ErrorBody, ErrorCodes, FieldmeshError, isErrorCode } from '../core/errors.js';
-import type { StateDocument } from '../protocol/state.js';
+import { type StateReply, stateClient, stateError } from '../edge/state-port.js';
 import { builtinTools } from './tools/index.js';
-import type { ToolDefinition, ToolState } from './tools/types.js';
+import type { ToolDefinition } from './tools/types.js';
 
 /** Marks workerData so importing this module elsewhere (the runtime loads tools through it) starts no loop. */
 export const WORKER_ROLE = 'fieldmesh-tool-worker';
@@ -22,21 +22,6 @@ export type WorkerRequest =
   | StateReply;
 
 export type WorkerResponse = { id: number; ok: true; output: unknown } | { id: number; ok: false; error: ErrorBody };
-
-/** A tool's `ctx.state` call, sent to the runtime: `id` is the job it comes from, `call` numbers the call. */
-export interface StateCall {
-  type: 'state';
-  id: number;
-  call: number;
-  op: 'get' | 'set';
-  doc: string;
-  /** The document data, for `set`. */
-  data?: unknown;
-}
-
-export type StateReply =
-  | { type: 'state_reply'; call: number; ok: true; value: StateDocument | null }
-  | { type: 'state_reply'; call: number; ok: false; error: ErrorBody };
 
 const TOOL_NAME = /^[A-Za-z0-9_.:-]+$/;
 
@@ -137,27 +122,8 @@ async function serve(init: WorkerInit): Promise<void> {
   // Keep the rejection observed; each request reports it instead.
   loading.catch(() => undefined);
   const aborts = new Map<number, AbortController>();
-  const calls = new Map<number, { resolve: (value: StateDocument | null) => void; reject: (err: unknown) => void }>();
-  let nextCall = 1;
-  const stateCall = (msg: Omit<StateCall, 'call'>) =>
-    new Promise<StateDocument | null>((resolve, reject) => {
-      const call = nextCall++;
-      calls.set(call, { resolve, reject });
-      port.postMessage({ ...msg, call } as StateCall);
-    });
-  // ctx.state for the job `id`: each call crosses the message port to the node agent, which owns the journal.
-  const stateFor = (id: number): ToolState => ({
-    get: (doc) => stateCall({ type: 'state', id, op: 'get', doc }),
-    set: async (doc, data) => {
-      let json: unknown;
-      try {
-        json = JSON.parse(JSON.stringify(data) ?? 'null');
-      } catch (err) {
-        throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `State document "${doc}": data is not JSON (${(err as Error).message})`);
-      }
-      return (await stateCall({ type: 'state', id, op: 'set', doc, data: json })) as StateDocument;
-    },
-  });
+  // ctx.state: each call crosses the message port to the node agent, which owns the journal.
+  const state = stateClient((call) => port.postMessage(call), stateError);
 
   const run = async (req: Extract<WorkerRequest, { type: 'run' }>): Promise<WorkerResponse> => {
     let tools: Map<string, ToolDefinition>;
@@ -185,7 +151,7 @@ async function serve(init: WorkerInit): Promise<void> {
         task_id: req.task_id,
         attempt: req.attempt,
         signal: controller.signal,
-        state: stateFor(req.id),
+        state: state.stateFor(req.id),
       });
       // The wire carries JSON, so hash and validate exactly what JSON keeps (undefined → null, Dates → strings).
       let json: string | undefined;
@@ -211,16 +177,7 @@ async function serve(init: WorkerInit): Promise<void> {
 
   port.on('message', (req: WorkerRequest) => {
     if (req.type === 'state_reply') {
-      const pending = calls.get(req.call);
-      calls.delete(req.call);
-      if (!pending) return;
-      if (req.ok) pending.resolve(req.value);
-      else
-        pending.reject(
-          isErrorCode(req.error.code)
-            ? new FieldmeshError(req.error.code, req.error.message)
-            : Object.assign(new Error(req.error.message), { code: req.error.code }),
-        );
+      state.receive(req);
       return;
     }
     if (req.type === 'abort') {

@@ -1,23 +1,8 @@
+import type { ContextState } from '../../edge/state-port.js';
 import type { JsonSchema } from '../../protocol/json.js';
-import type { StateDocument } from '../../protocol/state.js';
 
-/**
- * The node's named state documents, kept in sync with the gateway
- * (`GET/PUT /v1/nodes/{id}/state/{doc}`). A tool sees the node's own copy: it
- * adopts desired state written at the gateway, and what a tool writes is
- * journaled on the node and reported to the gateway, at once when connected,
- * on reconnect otherwise.
- */
-export interface ToolState {
-  /** The node's copy of a document (`{ version, data, checksum, updated_at }`), or null if it has none. */
-  get(doc: string): Promise<StateDocument | null>;
-  /**
-   * Replaces the node's copy with `data` (a JSON object) as the next version.
-   * Resolves once the change is durably journaled on the node, before the
-   * gateway has confirmed it. Document names match `^[A-Za-z0-9][A-Za-z0-9_.-]*$`.
-   */
-  set(doc: string, data: Record<string, unknown>): Promise<StateDocument>;
-}
+/** A tool's `ctx.state`: the node's state documents, as deployed functions see them too. */
+export type ToolState = ContextState;
 
 /** What a running tool may use from its node. */
 export interface ToolContext {
