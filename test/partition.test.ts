@@ -17,11 +17,10 @@ describe('partition', () => {
     await c.startGateway(['--heartbeat-interval-ms', '200', '--offline-after-ms', '1000']);
     proxy = new PartitionProxy(c.gateway.listen);
     await proxy.start();
-    // Two slots each, so one busy slot ranks B below the idle A on any machine.
-    const slots = ['--max-concurrency', '2'];
+    // Only A has site:a, which the task prefers: A is ranked first whatever the machine's load, B is where it can go.
     await Promise.all([
-      c.startNode({ id: A, capabilities: ['role:shared'], extraArgs: slots, gateway: proxy.address }),
-      c.startNode({ id: B, capabilities: ['role:shared'], extraArgs: slots }),
+      c.startNode({ id: A, capabilities: ['role:shared', 'site:a'], gateway: proxy.address }),
+      c.startNode({ id: B, capabilities: ['role:shared'] }),
     ]);
   }, 60_000);
   afterAll(async () => {
@@ -32,20 +31,13 @@ describe('partition', () => {
   it('partition - a task on a black-holed node migrates, and its late result is discarded after the heal', async () => {
     const client = c.gateway.client;
     expect(proxy.connections).toBeGreaterThan(0);
-    // Load B so the idle A is ranked first for the shared capability.
-    const filler = client.toolCall({
-      tool_name: 'slow_echo',
-      tool_args: { ms: 1500, value: 'filler' },
-      target: { kind: 'explicit', node_id: B },
-    });
-    await waitFor('B busy', async () => (await client.getNode(B)).load.in_flight > 0);
     // The padding makes the TASK frame stand out from pongs, so the test knows the proxy handed it to A before the cut.
     const value = { tag: 'partitioned', pad: 'x'.repeat(4096) };
     const sentBefore = proxy.downstreamBytes;
     const taskId = await client.submitTask({
       tool_name: 'slow_echo',
       tool_args: { ms: 3000, value },
-      target: { kind: 'capability', required_capabilities: ['role:shared'] },
+      target: { kind: 'capability', required_capabilities: ['role:shared'], prefer: ['site:a'] },
     });
     await waitFor('A running the task', async () => {
       const t = await client.getTask(taskId);
@@ -64,7 +56,6 @@ describe('partition', () => {
       },
       20_000,
     );
-    expect((await filler).ok).toBe(true);
     expect(task.status).toBe('succeeded');
     expect(task.result?.output).toEqual({ value, node_id: B });
     expect(task.result?.execution_path).toEqual([`${A} (failed)`, `${B} (success)`]);
