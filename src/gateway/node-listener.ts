@@ -18,6 +18,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { FieldmeshError, statusOf, toErrorBody } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { decodeFrame, encodeFrame, negotiateVersion } from '../protocol/codec.js';
+import { sendBatched } from '../protocol/cork.js';
 import { type CertRenewFrame, type Frame, PROTOCOL_VERSIONS } from '../protocol/frames.js';
 import { PAIRING_ALPN, PAIRING_PATH } from '../protocol/pairing.js';
 import { normalizeSerial } from '../protocol/pki.js';
@@ -221,7 +222,7 @@ export class NodeListener {
     let renewing = false;
     const conn: NodeConnection = {
       remoteAddress,
-      send: (text) => ws.send(text),
+      send: (text) => sendBatched(ws, text),
       close: (code, reason) => ws.close(code, reason),
       terminate: () => ws.terminate(),
     };

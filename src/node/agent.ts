@@ -13,6 +13,7 @@ import { type ErrorBody, FieldmeshError, isErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { VERSION } from '../core/version.js';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
+import { sendBatched } from '../protocol/cork.js';
 import {
   type CancelFrame,
   type CertIssuedFrame,
@@ -758,7 +759,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.log.debug('result kept in the outbox until the gateway is back', { task_id: task.task_id, attempt: task.attempt });
       return;
     }
-    live.ws.send(text);
+    sendBatched(live.ws, text);
   }
 
   private flushOutbox(conn: Connection): void {
@@ -784,7 +785,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
 
   private send(conn: Connection, type: FrameType, body: Record<string, unknown>): boolean {
     if (conn !== this.conn || conn.ws.readyState !== WebSocket.OPEN) return false;
-    conn.ws.send(encodeFrame(type, body));
+    sendBatched(conn.ws, encodeFrame(type, body));
     return true;
   }
 
