@@ -126,6 +126,7 @@ export class Dispatcher {
   readonly #queuedListeners = new Map<string, () => void>();
   readonly #ajv = new Ajv({ allErrors: false, strict: false });
   readonly #validators = new Map<string, ValidateFunction>();
+  readonly #validatorsBySchema = new WeakMap<object, ValidateFunction>();
   #stopping = false;
   readonly #seenSignatures = new Map<string, string>();
   /** Results that arrived for an attempt no longer waited on (late, replayed or unknown). */
@@ -994,6 +995,9 @@ export class Dispatcher {
   }
 
   #compile(schema: Record<string, unknown>): ValidateFunction | undefined {
+    // A node's descriptors keep their schema objects, so most calls find the validator without serialising the schema.
+    const known = this.#validatorsBySchema.get(schema);
+    if (known) return known;
     const cacheKey = JSON.stringify(schema);
     let validate = this.#validators.get(cacheKey);
     if (!validate) {
@@ -1005,6 +1009,7 @@ export class Dispatcher {
       if (this.#validators.size > 1000) this.#validators.clear();
       this.#validators.set(cacheKey, validate);
     }
+    this.#validatorsBySchema.set(schema, validate);
     return validate;
   }
 
