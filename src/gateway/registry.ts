@@ -64,13 +64,19 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** Loads known nodes from the store; none is connected yet, so all start OFFLINE. */
   async load(): Promise<void> {
     for (const record of await this.#store.listNodes()) {
+      const descriptors = shared(record.tools as RegisterFrame['tools']);
       const entry: NodeEntry = {
-        record: { ...record, status: NodeStatus.Offline, load: { ...record.load, in_flight: 0 } },
+        record: {
+          ...record,
+          tools: descriptors as NodeRecord['tools'],
+          status: NodeStatus.Offline,
+          load: { ...record.load, in_flight: 0 },
+        },
         conn: null,
         inFlight: 0,
         lastSeenMs: Date.parse(record.last_seen) || 0,
         lastPicked: 0,
-        tools: toolMap(record.tools as RegisterFrame['tools']),
+        tools: toolMap(descriptors),
         policy: null,
       };
       this.#nodes.set(record.node_id, entry);
@@ -120,13 +126,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
   async register(frame: RegisterFrame, version: number, conn: NodeConnection): Promise<NodeEntry> {
     const now = new Date();
     const previous = this.#nodes.get(frame.node_id);
+    const descriptors = shared(frame.tools);
     const record: NodeRecord = {
       node_id: frame.node_id,
       name: frame.name,
       platform: frame.platform,
       status: NodeStatus.Syncing,
       capabilities: [...new Set(frame.capabilities)],
-      tools: frame.tools as NodeRecord['tools'],
+      tools: descriptors as NodeRecord['tools'],
       location: frame.location ?? null,
       load: { ...emptyLoad },
       public_key: frame.public_key,
@@ -139,7 +146,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       last_seen: now.toISOString(),
     };
     await this.#store.upsertNode(record);
-    const tools = toolMap(frame.tools);
+    const tools = toolMap(descriptors);
     let entry: NodeEntry;
     if (previous) {
       // The same object lives on, so attempts still settling against it keep its in-flight count right.
@@ -250,6 +257,29 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 }
 
-function toolMap(tools: RegisterFrame['tools']): Map<string, RegisterFrame['tools'][number]> {
-  return new Map((tools ?? []).map((t) => [t.name, t]));
+type ToolDescriptor = RegisterFrame['tools'][number];
+
+/**
+ * Tool descriptors by their JSON text. A fleet runs a handful of agent builds,
+ * so thousands of nodes advertise the same few descriptors, schemas and all:
+ * each node keeps its own list and map, and they point at one shared copy of
+ * each descriptor. Bounded like the other caches; entries dropped from it stay
+ * alive in the nodes that hold them.
+ */
+const sharedDescriptors = new Map<string, ToolDescriptor>();
+const SHARED_DESCRIPTORS = 10_000;
+
+function shared(tools: RegisterFrame['tools'] | undefined): ToolDescriptor[] {
+  return (tools ?? []).map((t) => {
+    const text = JSON.stringify(t);
+    const known = sharedDescriptors.get(text);
+    if (known) return known;
+    if (sharedDescriptors.size >= SHARED_DESCRIPTORS) sharedDescriptors.clear();
+    sharedDescriptors.set(text, t);
+    return t;
+  });
+}
+
+function toolMap(tools: ToolDescriptor[]): Map<string, ToolDescriptor> {
+  return new Map(tools.map((t) => [t.name, t]));
 }
