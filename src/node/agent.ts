@@ -13,7 +13,6 @@ import { type ErrorBody, FieldmeshError, isErrorCode } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { VERSION } from '../core/version.js';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
-import { sendBatched } from '../protocol/cork.js';
 import {
   type CancelFrame,
   type CertIssuedFrame,
@@ -759,7 +758,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.log.debug('result kept in the outbox until the gateway is back', { task_id: task.task_id, attempt: task.attempt });
       return;
     }
-    sendBatched(live.ws, text);
+    live.ws.send(text);
   }
 
   private flushOutbox(conn: Connection): void {
@@ -785,7 +784,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
 
   private send(conn: Connection, type: FrameType, body: Record<string, unknown>): boolean {
     if (conn !== this.conn || conn.ws.readyState !== WebSocket.OPEN) return false;
-    sendBatched(conn.ws, encodeFrame(type, body));
+    conn.ws.send(encodeFrame(type, body));
     return true;
   }
 

@@ -1,8 +1,7 @@
 /**
  * Frame batching: every frame sent to one WebSocket in the same turn of the
- * event loop (a burst of TASK frames after a group commit, a node's TASK_ACKs
- * for the TASK frames of one read) leaves in one TLS write and one syscall
- * rather than one each. The socket is corked at the first send of a turn and
+ * event loop (the burst of TASK frames that follows a group commit) leaves in
+ * one TLS write and one syscall rather than one each. The socket is corked at the first send of a turn and
  * uncorked once the turn's callbacks and promise reactions have run, so a
  * frame is never held past the end of the work that produced it.
  */
