@@ -211,6 +211,22 @@ async function main(): Promise<void> {
   process.once('SIGINT', stop);
 }
 
+/**
+ * A loaded gateway may close a kept-alive API connection just as the next
+ * request goes out on it twice in a row (the client retries once); a new code
+ * is harmless, so the request is made again.
+ */
+async function withRetries<T>(call: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (i >= attempts || (err as { code?: string }).code !== 'FM_ERR_UNAVAILABLE') throw err;
+      await new Promise((r) => setTimeout(r, 100 * i));
+    }
+  }
+}
+
 /** Pairs every simulated node with its own code, `parallel` at a time. */
 async function pairAll(sims: Sim[], gateway: string, client: FieldmeshClient, parallel: number): Promise<void> {
   let next = 0;
@@ -218,7 +234,7 @@ async function pairAll(sims: Sim[], gateway: string, client: FieldmeshClient, pa
   const worker = async () => {
     while (next < sims.length) {
       const sim = sims[next++]!;
-      const { code } = await client.createPairingCode({ node_id: sim.id });
+      const { code } = await withRetries(() => client.createPairingCode({ node_id: sim.id }));
       const key = generateTlsKeyPem();
       const issued = await requestCertificate({
         gateway: address,

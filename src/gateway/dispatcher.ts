@@ -128,6 +128,7 @@ export class Dispatcher {
   readonly #queuedListeners = new Map<string, () => void>();
   readonly #ajv = new Ajv({ allErrors: false, strict: false });
   readonly #validators = new Map<string, ValidateFunction>();
+  readonly #validatorsBySchema = new WeakMap<object, ValidateFunction>();
   #stopping = false;
   readonly #seenSignatures = new Map<string, string>();
   /** Results that arrived for an attempt no longer waited on (late, replayed or unknown). */
@@ -154,6 +155,41 @@ export class Dispatcher {
    * idempotency key returns the task it first created.
    */
   async submit(req: TaskRequest, ctx: TemplateContext = {}): Promise<{ task: TaskRecord; existing: boolean }> {
+    const prepared = await this.#prepare(req, ctx);
+    if (prepared.existing) return prepared;
+    return this.#insert(req, prepared.task);
+  }
+
+  /**
+   * Submit and execute in one step, for a caller that waits for the result
+   * (POST /v1/tool_call). A new task that will be placed at once has its
+   * insert and its first attempt's record written in the same group commit:
+   * both are issued in this tick, and the TASK frame goes out only once that
+   * commit is done, so the task is in the store before it reaches a node or
+   * the caller hears of it, with one store round trip fewer. Anything else
+   * (an idempotency key, a caller-chosen id, an approval, the offline queue)
+   * takes the path of submit; `result` is then left for the caller to start.
+   */
+  async submitAndExecute(
+    req: TaskRequest,
+    ctx: TemplateContext = {},
+  ): Promise<{ task: TaskRecord; existing: boolean; result?: Promise<TaskResult> }> {
+    const prepared = await this.#prepare(req, ctx);
+    if (prepared.existing) return prepared;
+    const { task } = prepared;
+    if (req.idempotency_key || req.task_id || task.status !== TaskStatus.Pending || task.options?.offline_behavior?.mode === 'queue') {
+      return this.#insert(req, task);
+    }
+    const stored = this.#store.insertTask(task);
+    // execute() issues the attempt's write before its first await on I/O, so it joins the insert's commit;
+    // if the insert fails, that write finds no row, and the task ends without ever being sent.
+    const result = this.execute(task);
+    await stored;
+    return { task, existing: false, result };
+  }
+
+  /** Everything submit does before the insert: the task to store, or the one an idempotency key already made. */
+  async #prepare(req: TaskRequest, ctx: TemplateContext): Promise<{ task: TaskRecord; existing: boolean }> {
     if (this.#stopping) throw new FieldmeshError('FM_ERR_SHUTTING_DOWN', 'Gateway is shutting down');
     if (req.idempotency_key) {
       const existing = await this.#store.getTaskByIdempotencyKey(req.idempotency_key);
@@ -221,6 +257,10 @@ export class Dispatcher {
       task.status = TaskStatus.Queued;
       task.expires_at = new Date(Date.parse(now) + (req.offline_behavior?.ttl_seconds ?? 86_400) * 1000).toISOString();
     }
+    return { task, existing: false };
+  }
+
+  async #insert(req: TaskRequest, task: TaskRecord): Promise<{ task: TaskRecord; existing: boolean }> {
     try {
       await this.#store.insertTask(task);
     } catch (err) {
@@ -957,6 +997,9 @@ export class Dispatcher {
   }
 
   #compile(schema: Record<string, unknown>): ValidateFunction | undefined {
+    // A node's descriptors keep their schema objects, so most calls find the validator without serialising the schema.
+    const known = this.#validatorsBySchema.get(schema);
+    if (known) return known;
     const cacheKey = JSON.stringify(schema);
     let validate = this.#validators.get(cacheKey);
     if (!validate) {
@@ -968,6 +1011,7 @@ export class Dispatcher {
       if (this.#validators.size > 1000) this.#validators.clear();
       this.#validators.set(cacheKey, validate);
     }
+    this.#validatorsBySchema.set(schema, validate);
     return validate;
   }
 

@@ -66,13 +66,19 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** Loads known nodes from the store; none is connected yet, so all start OFFLINE. */
   async load(): Promise<void> {
     for (const record of await this.#store.listNodes()) {
+      const descriptors = shared(record.tools as RegisterFrame['tools']);
       const entry: NodeEntry = {
-        record: { ...record, status: NodeStatus.Offline, load: { ...record.load, in_flight: 0 } },
+        record: {
+          ...record,
+          tools: descriptors as NodeRecord['tools'],
+          status: NodeStatus.Offline,
+          load: { ...record.load, in_flight: 0 },
+        },
         conn: null,
         inFlight: 0,
         lastSeenMs: Date.parse(record.last_seen) || 0,
         lastPicked: 0,
-        tools: toolMap(record.tools as RegisterFrame['tools']),
+        tools: toolMap(descriptors),
         policy: null,
         functions: new Map(),
       };
@@ -123,13 +129,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
   async register(frame: RegisterFrame, version: number, conn: NodeConnection): Promise<NodeEntry> {
     const now = new Date();
     const previous = this.#nodes.get(frame.node_id);
+    const descriptors = shared(frame.tools);
     const record: NodeRecord = {
       node_id: frame.node_id,
       name: frame.name,
       platform: frame.platform,
       status: NodeStatus.Syncing,
       capabilities: [...new Set(frame.capabilities)],
-      tools: frame.tools as NodeRecord['tools'],
+      tools: descriptors as NodeRecord['tools'],
       location: frame.location ?? null,
       load: { ...emptyLoad },
       public_key: frame.public_key,
@@ -142,7 +149,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
       last_seen: now.toISOString(),
     };
     await this.#store.upsertNode(record);
-    const tools = toolMap(frame.tools);
+    const tools = toolMap(descriptors);
     const functions = new Map((frame.functions ?? []).map((f) => [f.name, f.bundle_sha256]));
     let entry: NodeEntry;
     if (previous) {
@@ -171,8 +178,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
    */
   async updateOffer(entry: NodeEntry, offer: Pick<DeployResultFrame, 'tools' | 'capabilities' | 'functions'>): Promise<void> {
     this.#unindex(entry);
-    entry.record = { ...entry.record, capabilities: [...new Set(offer.capabilities)], tools: offer.tools as NodeRecord['tools'] };
-    entry.tools = toolMap(offer.tools);
+    const descriptors = shared(offer.tools);
+    entry.record = { ...entry.record, capabilities: [...new Set(offer.capabilities)], tools: descriptors as NodeRecord['tools'] };
+    entry.tools = toolMap(descriptors);
     entry.functions = new Map(offer.functions.map((f) => [f.name, f.bundle_sha256]));
     this.#index(entry);
     try {
@@ -273,6 +281,29 @@ export class Registry extends EventEmitter<RegistryEvents> {
   }
 }
 
-function toolMap(tools: RegisterFrame['tools']): Map<string, RegisterFrame['tools'][number]> {
-  return new Map((tools ?? []).map((t) => [t.name, t]));
+type ToolDescriptor = RegisterFrame['tools'][number];
+
+/**
+ * Tool descriptors by their JSON text. A fleet runs a handful of agent builds,
+ * so thousands of nodes advertise the same few descriptors, schemas and all:
+ * each node keeps its own list and map, and they point at one shared copy of
+ * each descriptor. Bounded like the other caches; entries dropped from it stay
+ * alive in the nodes that hold them.
+ */
+const sharedDescriptors = new Map<string, ToolDescriptor>();
+const SHARED_DESCRIPTORS = 10_000;
+
+function shared(tools: RegisterFrame['tools'] | undefined): ToolDescriptor[] {
+  return (tools ?? []).map((t) => {
+    const text = JSON.stringify(t);
+    const known = sharedDescriptors.get(text);
+    if (known) return known;
+    if (sharedDescriptors.size >= SHARED_DESCRIPTORS) sharedDescriptors.clear();
+    sharedDescriptors.set(text, t);
+    return t;
+  });
+}
+
+function toolMap(tools: ToolDescriptor[]): Map<string, ToolDescriptor> {
+  return new Map(tools.map((t) => [t.name, t]));
 }

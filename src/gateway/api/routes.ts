@@ -297,7 +297,7 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
     response: ToolCallResult,
     handler: async ({ body }) => {
       const req = await body<ToolCallBody>(checker(ToolCallBody));
-      const { task, existing } = await dispatcher.submit(req);
+      const { task, existing, result: running } = await dispatcher.submitAndExecute(req);
       let result: ToolCallResult | undefined;
       if (task.status === TaskStatus.AwaitingApproval) {
         // A person decides when; the caller follows the task with GET /v1/tasks/{task_id}.
@@ -306,6 +306,8 @@ export function registerRoutes(router: Router, deps: ApiDeps): void {
       }
       if (existing) {
         result = task.result ?? (await dispatcher.waitFor(task.task_id, 3_600_000))?.result ?? undefined;
+      } else if (running) {
+        result = await running;
       } else {
         const queued = new Promise<'queued'>((resolve) => dispatcher.onQueued(task.task_id, () => resolve('queued')));
         const outcome = await Promise.race([dispatcher.execute(task), queued]);

@@ -38,7 +38,16 @@ import type {
   TokenScope,
   WorkflowRecord,
 } from '../types.js';
-import type { ApiTokensTable, Database, FunctionsTable, NodesTable, RunsTable, StateDocsTable, TasksTable } from './schema.js';
+import type {
+  ApiTokensTable,
+  Database,
+  FunctionsTable,
+  InvocationsTable,
+  NodesTable,
+  RunsTable,
+  StateDocsTable,
+  TasksTable,
+} from './schema.js';
 
 export type { Database } from './schema.js';
 
@@ -194,6 +203,18 @@ const TASK_COLUMNS = [
   'expires_at',
   'approval',
 ] as const satisfies readonly (keyof TasksTable)[];
+
+const INVOCATION_COLUMNS = [
+  'tool',
+  'function_id',
+  'node_id',
+  'task_id',
+  'attempt',
+  'duration_ms',
+  'success',
+  'timestamp',
+  'error',
+] as const satisfies readonly (keyof InvocationsTable)[];
 
 const NODE_COLUMNS = [
   'node_id',
@@ -549,15 +570,16 @@ export class SqliteStore implements Store {
     return rows.map((row) => ({ ...row, workflow: parseJson<JsonValue>(row.workflow) }));
   }
 
-  async appendInvocations(records: InvocationRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    const rows = records.map((r) => ({ ...r, success: r.success ? 1 : 0 }));
-    // One statement per batch; SQLite caps bound parameters, so large batches go in chunks.
-    for (let i = 0; i < rows.length; i += 500)
-      await this.#db
-        .insertInto('invocations')
-        .values(rows.slice(i, i + 500))
-        .execute();
+  appendInvocations(records: InvocationRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    // One prepared statement run per record, all in the next group commit: no query to build per batch.
+    return this.#write(() => {
+      const st = this.#statement(
+        'appendInvocation',
+        () => `INSERT INTO invocations (${INVOCATION_COLUMNS.join(', ')}) VALUES (${INVOCATION_COLUMNS.map((c) => `@${c}`).join(', ')})`,
+      );
+      for (const r of records) st.run({ ...r, success: r.success ? 1 : 0 });
+    });
   }
 
   async summarizeInvocations(filter: { tool?: string; node_id?: string } = {}): Promise<InvocationSummary> {
