@@ -4,6 +4,7 @@ import { InvalidArgumentError } from 'commander';
 import { definedOnly } from '../core/config.js';
 import { createLogger } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
+import { checkToolModuleFiles } from '../node/options.js';
 import { configFileOption, loadConfigOption } from './config.js';
 import { type Flags, logLevelOption, type NodeConfigOptions, required, resolveNodeOptions } from './config-options.js';
 import { collect, intOption, reportError } from './format.js';
@@ -81,6 +82,7 @@ export function nodeCommand(program: Command): void {
       };
       const { logLevel, ...options } = resolveNodeOptions(flags, process.env, loadConfigOption(o.config));
       const id = required(options.id, '--id', 'node.node_id');
+      checkToolModuleFiles(options.toolModules);
       const agent = await NodeAgent.start({
         ...options,
         gateway:
