@@ -1,6 +1,7 @@
 /** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
 import { definedOnly } from '../core/config.js';
+import { FieldmeshError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
 import type { GatewayOptions } from '../gateway/options.js';
@@ -89,9 +90,10 @@ export function gatewayCommand(program: Command): void {
         gatewayId: o.gatewayId,
         peers: o.peer,
         advertiseAddress: o.advertiseAddress,
-        discovery: discoveryFlags(o),
       };
-      const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loadConfigOption(o.config));
+      const loaded = loadConfigOption(o.config);
+      flags.discovery = discoveryFlags(o, resolveGatewayOptions({}, process.env, loaded).discovery);
+      const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loaded);
       const gateway = await Gateway.start({
         ...options,
         dataDir: options.dataDir!,
@@ -105,11 +107,36 @@ export function gatewayCommand(program: Command): void {
     });
 }
 
-/** The `discovery` options the flags ask for, or undefined when no discovery flag was given. */
-function discoveryFlags(o: Record<string, unknown>): GatewayOptions['discovery'] {
+/**
+ * The `discovery` options the flags ask for, or undefined when no discovery flag was given. A flag
+ * that tunes multicast or mDNS applies when that discovery is on (by its flag, or by the file or a
+ * variable); without it the flag would do nothing, so it is refused rather than ignored.
+ */
+function discoveryFlags(o: Record<string, unknown>, configured: GatewayOptions['discovery']): GatewayOptions['discovery'] {
   const iface = o.multicastInterface as string | undefined;
+  const multicastOn = o.multicast === true || configured?.multicast !== undefined;
+  const mdnsOn = o.mdns === true || configured?.mdns !== undefined;
+  const given = (flags: [string, unknown][]) => flags.find(([, v]) => v !== undefined)?.[0];
+  const needs = (flag: string, what: string, method: string) =>
+    new FieldmeshError(
+      'FM_ERR_INVALID_OPTION',
+      `${flag} tunes ${what} discovery, which is off: add ${method} (or method = "${method.slice(2)}" in [node.discovery] of a controller --config file)`,
+      { details: { option: flag } },
+    );
+  const multicastFlag = given([
+    ['--multicast-group', o.multicastGroup],
+    ['--multicast-port', o.multicastPort],
+    ['--multicast-interval-ms', o.multicastIntervalMs],
+  ]);
+  if (multicastFlag && !multicastOn) throw needs(multicastFlag, 'multicast', '--multicast');
+  const mdnsFlag = given([
+    ['--service-name', o.serviceName],
+    ['--mdns-port', o.mdnsPort],
+  ]);
+  if (mdnsFlag && !mdnsOn) throw needs(mdnsFlag, 'mDNS', '--mdns');
+  if (iface !== undefined && !multicastOn && !mdnsOn) throw needs('--multicast-interface', 'multicast and mDNS', '--multicast');
   const out: NonNullable<GatewayOptions['discovery']> = {};
-  if (o.multicast === true) {
+  if (multicastOn && (o.multicast === true || multicastFlag || iface !== undefined)) {
     out.multicast = definedOnly({
       group: o.multicastGroup as string | undefined,
       port: o.multicastPort as number | undefined,
@@ -117,7 +144,7 @@ function discoveryFlags(o: Record<string, unknown>): GatewayOptions['discovery']
       intervalMs: o.multicastIntervalMs as number | undefined,
     });
   }
-  if (o.mdns === true) {
+  if (mdnsOn && (o.mdns === true || mdnsFlag || iface !== undefined)) {
     out.mdns = definedOnly({ serviceName: o.serviceName as string | undefined, interface: iface, port: o.mdnsPort as number | undefined });
   }
   return out.multicast || out.mdns ? out : undefined;
