@@ -239,6 +239,12 @@ describe('discovery flags', () => {
   const c = new Cluster();
   afterAll(() => c.stop());
 
+  const expectRefused = async (args: string[], message: string) => {
+    const r = await runCli(args);
+    expect(r.code, args.join(' ')).toBe(1);
+    expect(r.stderr.startsWith(`error FM_ERR_INVALID_OPTION: ${message}`), r.stderr).toBe(true);
+  };
+
   it('discovery flags - a flag tuning a discovery that is off is refused, not ignored', async () => {
     const base = ['gateway', '--data-dir', join(c.root, 'never'), '--api', '127.0.0.1:0', '--listen', '127.0.0.1:0'];
     const cases: [string[], string][] = [
@@ -249,9 +255,18 @@ describe('discovery flags', () => {
       [['--multicast-interface', LOOPBACK], '--multicast-interface tunes multicast and mDNS discovery, which is off'],
     ];
     for (const [flags, message] of cases) {
-      const r = await runCli([...base, ...flags]);
-      expect(r.code, flags.join(' ')).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`^error FM_ERR_INVALID_OPTION: ${message.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&')}`));
+      await expectRefused([...base, ...flags], message);
+    }
+    const node = ['node', '--id', 'edge:flags', '--data-dir', join(c.root, 'never-node'), '--gateway', '127.0.0.1:1'];
+    const nodeCases: [string[], string][] = [
+      [['--multicast-port', '40000'], '--multicast-port tunes multicast discovery, which is off: add --discover multicast'],
+      [['--advertise-interval-ms', '300'], '--advertise-interval-ms tunes multicast discovery, which is off: add --discover multicast'],
+      [['--discover', 'mdns', '--multicast-group', '239.255.70.78'], '--multicast-group tunes multicast discovery, which is off'],
+      [['--discover', 'multicast', '--mdns-port', '40000'], '--mdns-port tunes mDNS discovery, which is off: add --discover mdns'],
+      [['--multicast-interface', LOOPBACK], '--multicast-interface tunes multicast and mDNS discovery, which is off'],
+    ];
+    for (const [flags, message] of nodeCases) {
+      await expectRefused([...node, ...flags], message);
     }
   });
 

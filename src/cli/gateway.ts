@@ -1,7 +1,6 @@
 /** `fieldmesh gateway`: runs a gateway until SIGINT or SIGTERM. */
 import type { Command } from 'commander';
 import { definedOnly } from '../core/config.js';
-import { FieldmeshError } from '../core/errors.js';
 import { createLogger } from '../core/logger.js';
 import { Gateway } from '../gateway/gateway.js';
 import type { GatewayOptions } from '../gateway/options.js';
@@ -11,6 +10,7 @@ import {
   type Flags,
   type GatewayConfigOptions,
   logLevelOption,
+  refuseIdleDiscoveryFlags,
   resolveGatewayOptions,
   toolModeOption,
   toolPolicyOption,
@@ -116,27 +116,27 @@ function discoveryFlags(o: Record<string, unknown>, configured: GatewayOptions['
   const iface = o.multicastInterface as string | undefined;
   const multicastOn = o.multicast === true || configured?.multicast !== undefined;
   const mdnsOn = o.mdns === true || configured?.mdns !== undefined;
-  const given = (flags: [string, unknown][]) => flags.find(([, v]) => v !== undefined)?.[0];
-  const needs = (flag: string, what: string, method: string) =>
-    new FieldmeshError(
-      'FM_ERR_INVALID_OPTION',
-      `${flag} tunes ${what} discovery, which is off: add ${method} (or method = "${method.slice(2)}" in [node.discovery] of a controller --config file)`,
-      { details: { option: flag } },
-    );
-  const multicastFlag = given([
-    ['--multicast-group', o.multicastGroup],
-    ['--multicast-port', o.multicastPort],
-    ['--multicast-interval-ms', o.multicastIntervalMs],
-  ]);
-  if (multicastFlag && !multicastOn) throw needs(multicastFlag, 'multicast', '--multicast');
-  const mdnsFlag = given([
-    ['--service-name', o.serviceName],
-    ['--mdns-port', o.mdnsPort],
-  ]);
-  if (mdnsFlag && !mdnsOn) throw needs(mdnsFlag, 'mDNS', '--mdns');
-  if (iface !== undefined && !multicastOn && !mdnsOn) throw needs('--multicast-interface', 'multicast and mDNS', '--multicast');
+  const tuned = refuseIdleDiscoveryFlags(
+    {
+      multicast: [
+        ['--multicast-group', o.multicastGroup],
+        ['--multicast-port', o.multicastPort],
+        ['--multicast-interval-ms', o.multicastIntervalMs],
+      ],
+      mdns: [
+        ['--service-name', o.serviceName],
+        ['--mdns-port', o.mdnsPort],
+      ],
+      iface,
+    },
+    { multicast: multicastOn, mdns: mdnsOn },
+    {
+      multicast: 'add --multicast (or method = "multicast" in [node.discovery] of a controller --config file)',
+      mdns: 'add --mdns (or method = "mdns" in [node.discovery] of a controller --config file)',
+    },
+  );
   const out: NonNullable<GatewayOptions['discovery']> = {};
-  if (multicastOn && (o.multicast === true || multicastFlag || iface !== undefined)) {
+  if (multicastOn && (o.multicast === true || tuned.multicast)) {
     out.multicast = definedOnly({
       group: o.multicastGroup as string | undefined,
       port: o.multicastPort as number | undefined,
@@ -144,7 +144,7 @@ function discoveryFlags(o: Record<string, unknown>, configured: GatewayOptions['
       intervalMs: o.multicastIntervalMs as number | undefined,
     });
   }
-  if (mdnsOn && (o.mdns === true || mdnsFlag || iface !== undefined)) {
+  if (mdnsOn && (o.mdns === true || tuned.mdns)) {
     out.mdns = definedOnly({ serviceName: o.serviceName as string | undefined, interface: iface, port: o.mdnsPort as number | undefined });
   }
   return out.multicast || out.mdns ? out : undefined;
