@@ -200,6 +200,32 @@ describe('cli', () => {
     expect(target.stderr).toMatch(/^error: --target: not valid JSON/);
   });
 
+  it('cli - what a user plausibly gets wrong is one line naming the problem, never a stack or library text', async () => {
+    const https = c.gateway.api.replace(/^http:/, 'https:');
+    const cases: [string[], RegExp][] = [
+      [
+        ['nodes', 'list', '--api', https, '--data-dir', c.gateway.dataDir],
+        /^error FM_ERR_UNAVAILABLE: Cannot reach the gateway at https:.*: the TLS handshake failed \(an https URL for a plain-HTTP API\?/,
+      ],
+      [
+        ['pair', '--node-id', 'rpi device b', ...api],
+        /^error FM_ERR_INVALID_REQUEST: Invalid body at \/node_id: "rpi device b" is not valid; a node id starts with a letter or digit/,
+      ],
+      [['task', 'send', 'no_such_tool', ...api], /^error FM_ERR_UNKNOWN_TOOL: /],
+      [
+        ['task', 'send', 'sys_info', '--target', '{"kind":"nearest"}', ...api],
+        /^error FM_ERR_INVALID_REQUEST: .*\/target\/kind: "nearest" is not valid/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/\.(js|ts|c):\d+/);
+    }
+  });
+
   it('cli - task result for an unknown task prints FM_ERR_TASK_NOT_FOUND and exits 1', async () => {
     const r = await runCli(['task', 'result', 'task_does_not_exist', ...api]);
     expect(r.code).toBe(1);

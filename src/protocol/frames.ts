@@ -35,7 +35,12 @@ export const FrameType = {
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
-export const NodeId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$' });
+export const NodeId = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$',
+  description: 'a node id starts with a letter or digit and holds only letters, digits and : . _ @ / -',
+});
 const TaskId = Type.String({ minLength: 1, maxLength: 128 });
 const Attempt = Type.Integer({ minimum: 1 });
 const Json = Type.Unknown();
