@@ -226,6 +226,22 @@ describe('cli', () => {
     }
   });
 
+  it('cli - a gateway whose --api or --listen address is taken names the option and the address', async () => {
+    const api = c.gateway.api.replace(/^https?:\/\//, '');
+    const cases: [string[], string][] = [
+      [['--api', api, '--listen', '127.0.0.1:0'], `error FM_ERR_INVALID_OPTION: gateway.api: cannot listen on ${api}: listen EADDRINUSE`],
+      [
+        ['--api', '127.0.0.1:0', '--listen', c.gateway.listen],
+        `error FM_ERR_INVALID_OPTION: gateway.listen: cannot listen on ${c.gateway.listen}: listen EADDRINUSE`,
+      ],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await runCli(['gateway', '--data-dir', join(c.root, 'second-gateway'), ...flags, '--log-level', 'silent']);
+      expect(r.code, flags.join(' ')).toBe(1);
+      expect(r.stderr.startsWith(message), r.stderr).toBe(true);
+    }
+  });
+
   it('cli - task result for an unknown task prints FM_ERR_TASK_NOT_FOUND and exits 1', async () => {
     const r = await runCli(['task', 'result', 'task_does_not_exist', ...api]);
     expect(r.code).toBe(1);
