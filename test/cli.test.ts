@@ -1,9 +1,10 @@
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedWorkflow } from '../src/cli/demo.js';
 import type { NodeView, ToolCallResult, WorkflowRunResult } from '../src/protocol/api.js';
-import { Cluster, runCli, seedNodes, waitFor } from './harness.js';
+import { Cluster, cliPath, runCli, seedNodes, waitFor } from './harness.js';
 
 const convertArgs = JSON.stringify({ value: 10, from_unit: 'miles', to_unit: 'km' });
 const onPi = JSON.stringify({ kind: 'explicit', node_id: 'rpi:device_b' });
@@ -240,6 +241,19 @@ describe('cli', () => {
       expect(r.code, flags.join(' ')).toBe(1);
       expect(r.stderr.startsWith(message), r.stderr).toBe(true);
     }
+  });
+
+  it('cli - output piped to a reader that stops early (| head) ends the command quietly, with no stack trace', async () => {
+    // The reading end is closed before the command writes, as `fieldmesh nodes caps … | head -1` does once it has its line.
+    const child = spawn(process.execPath, [cliPath, 'nodes', 'caps', 'rpi:device_b', ...api], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
   });
 
   it('cli - task result for an unknown task prints FM_ERR_TASK_NOT_FOUND and exits 1', async () => {
