@@ -17,10 +17,11 @@ import { taskCommand } from './task.js';
 import { tokensCommand } from './tokens.js';
 
 // A reader that stops early (`fieldmesh nodes list | head -3`) closes the pipe: the rest of the output is not
-// wanted, so the command ends quietly, as command-line tools do, instead of failing with a stack trace.
+// wanted. It is dropped and the command finishes as it would (the demo still stops its processes and removes
+// its directory), instead of failing with a stack trace.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code !== 'EPIPE') throw err;
-  process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  process.stdout.write = () => true;
 });
 
 const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
