@@ -124,6 +124,26 @@ describe('bad input', () => {
       }
     });
 
+    it('bad input - a wrong target or tool_args says what was expected there, not only that a union failed', async () => {
+      const cases: [Json, string][] = [
+        [
+          { tool_name: 'slow_echo', target: { kind: 'nearest' } },
+          '/target/kind: "nearest" is not valid; expected one of "local", "explicit", "capability", "geographic", "load_balanced", "failover_chain"',
+        ],
+        [{ tool_name: 'slow_echo', target: { node_id: 'a' } }, '/target/kind: missing; expected one of "local"'],
+        [{ tool_name: 'slow_echo', target: { kind: 'explicit' } }, '/target/node_id: Expected required property'],
+        [{ tool_name: 'slow_echo', target: { kind: 'geographic', center: { lat: 91, lon: 0 }, radius_meters: 5 } }, '/target/center/lat'],
+        [{ tool_name: 'slow_echo', target: 'explicit' }, '/target: expected object'],
+        [{ tool_name: 'slow_echo', tool_args: [1] }, '/tool_args: expected object or string'],
+        [{ tool_name: 'slow_echo', tool_args: 'ms=1' }, '/tool_args: "ms=1" is not valid; a string here must be a {{…}} template'],
+      ];
+      for (const [body, text] of cases) {
+        const message = expectErrorBody(await call(body), 400, 'FM_ERR_INVALID_REQUEST');
+        expect(message).toContain(text);
+        expect(message).not.toContain('union');
+      }
+    });
+
     it('bad input - a JSON value that is not an object is 400 FM_ERR_INVALID_REQUEST', async () => {
       for (const body of ['[]', '"slow_echo"', '42', 'null']) {
         expectErrorBody(await post('/v1/tool_call', body), 400, 'FM_ERR_INVALID_REQUEST');

@@ -1,9 +1,10 @@
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedWorkflow } from '../src/cli/demo.js';
 import type { NodeView, ToolCallResult, WorkflowRunResult } from '../src/protocol/api.js';
-import { Cluster, runCli, seedNodes, waitFor } from './harness.js';
+import { Cluster, cliPath, runCli, seedNodes, waitFor } from './harness.js';
 
 const convertArgs = JSON.stringify({ value: 10, from_unit: 'miles', to_unit: 'km' });
 const onPi = JSON.stringify({ kind: 'explicit', node_id: 'rpi:device_b' });
@@ -198,6 +199,61 @@ describe('cli', () => {
     const target = await runCli(['task', 'send', 'sys_info', '--target', 'rpi:device_b', ...api]);
     expect(target.code).not.toBe(0);
     expect(target.stderr).toMatch(/^error: --target: not valid JSON/);
+  });
+
+  it('cli - what a user plausibly gets wrong is one line naming the problem, never a stack or library text', async () => {
+    const https = c.gateway.api.replace(/^http:/, 'https:');
+    const cases: [string[], RegExp][] = [
+      [
+        ['nodes', 'list', '--api', https, '--data-dir', c.gateway.dataDir],
+        /^error FM_ERR_UNAVAILABLE: Cannot reach the gateway at https:.*: the TLS handshake failed \(an https URL for a plain-HTTP API\?/,
+      ],
+      [
+        ['pair', '--node-id', 'rpi device b', ...api],
+        /^error FM_ERR_INVALID_REQUEST: Invalid body at \/node_id: "rpi device b" is not valid; a node id starts with a letter or digit/,
+      ],
+      [['task', 'send', 'no_such_tool', ...api], /^error FM_ERR_UNKNOWN_TOOL: /],
+      [
+        ['task', 'send', 'sys_info', '--target', '{"kind":"nearest"}', ...api],
+        /^error FM_ERR_INVALID_REQUEST: .*\/target\/kind: "nearest" is not valid/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runCli(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).not.toMatch(/\.(js|ts|c):\d+/);
+    }
+  });
+
+  it('cli - a gateway whose --api or --listen address is taken names the option and the address', async () => {
+    const api = c.gateway.api.replace(/^https?:\/\//, '');
+    const cases: [string[], string][] = [
+      [['--api', api, '--listen', '127.0.0.1:0'], `error FM_ERR_INVALID_OPTION: gateway.api: cannot listen on ${api}: listen EADDRINUSE`],
+      [
+        ['--api', '127.0.0.1:0', '--listen', c.gateway.listen],
+        `error FM_ERR_INVALID_OPTION: gateway.listen: cannot listen on ${c.gateway.listen}: listen EADDRINUSE`,
+      ],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await runCli(['gateway', '--data-dir', join(c.root, 'second-gateway'), ...flags, '--log-level', 'silent']);
+      expect(r.code, flags.join(' ')).toBe(1);
+      expect(r.stderr.startsWith(message), r.stderr).toBe(true);
+    }
+  });
+
+  it('cli - output piped to a reader that stops early (| head) ends the command quietly, with no stack trace', async () => {
+    // The reading end is closed before the command writes, as `fieldmesh nodes caps … | head -1` does once it has its line.
+    const child = spawn(process.execPath, [cliPath, 'nodes', 'caps', 'rpi:device_b', ...api], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
   });
 
   it('cli - task result for an unknown task prints FM_ERR_TASK_NOT_FOUND and exits 1', async () => {

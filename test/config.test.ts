@@ -54,6 +54,7 @@ describe('config cli', () => {
       ['[node]\nnodeid = "a"\n', /unknown key "node\.nodeid" \(known keys here: mode, node_id,/],
       ['[node\nmode = "node"\n', /line 1, column \d+: /],
       ['[node]\nlocation = "91,0"\n', /node\.location: "91,0" is not a valid location/],
+      ['[node]\ntools_modules = ["no-such-tools.mjs"]\n', /node\.tools_modules\[0\]: ".*no-such-tools\.mjs" does not exist/],
       // Checked as the gateway would at start, not only key by key.
       ['[gateway]\napi = "0.0.0.0:8787"\n', /gateway\.api: "0\.0\.0\.0:8787" is not a loopback address .* --api-tls/],
       ['[gateway]\nheartbeat_interval_ms = 5000\noffline_after_ms = 3000\n', /offlineAfterMs: 3000 must be longer than/],

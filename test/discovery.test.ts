@@ -1,7 +1,7 @@
 // Discovery through real gateway and node processes, on the loopback interface only: multicast ADVERTISE/DISCOVER/GATEWAY,
 // GET /v1/discovery with paired/trusted and dropped forgeries, a node with no --gateway finding one, and mDNS.
 import { createPublicKey, generateKeyPairSync, type KeyObject, randomBytes, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startProcess } from '../src/cli/processes.js';
@@ -232,5 +232,50 @@ describe('mdns discovery', () => {
     });
     c.procs.push(again.managed);
     await waitFor(`${id} ONLINE again`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
+  });
+});
+
+describe('discovery flags', () => {
+  const c = new Cluster();
+  afterAll(() => c.stop());
+
+  const expectRefused = async (args: string[], message: string) => {
+    const r = await runCli(args);
+    expect(r.code, args.join(' ')).toBe(1);
+    expect(r.stderr.startsWith(`error FM_ERR_INVALID_OPTION: ${message}`), r.stderr).toBe(true);
+  };
+
+  it('discovery flags - a flag tuning a discovery that is off is refused, not ignored', async () => {
+    const base = ['gateway', '--data-dir', join(c.root, 'never'), '--api', '127.0.0.1:0', '--listen', '127.0.0.1:0'];
+    const cases: [string[], string][] = [
+      [['--multicast-port', '40000'], '--multicast-port tunes multicast discovery, which is off: add --multicast'],
+      [['--multicast-group', '239.255.70.78'], '--multicast-group tunes multicast discovery, which is off: add --multicast'],
+      [['--mdns', '--multicast-interval-ms', '300'], '--multicast-interval-ms tunes multicast discovery, which is off: add --multicast'],
+      [['--multicast', '--mdns-port', '40000'], '--mdns-port tunes mDNS discovery, which is off: add --mdns'],
+      [['--multicast-interface', LOOPBACK], '--multicast-interface tunes multicast and mDNS discovery, which is off'],
+    ];
+    for (const [flags, message] of cases) {
+      await expectRefused([...base, ...flags], message);
+    }
+    const node = ['node', '--id', 'edge:flags', '--data-dir', join(c.root, 'never-node'), '--gateway', '127.0.0.1:1'];
+    const nodeCases: [string[], string][] = [
+      [['--multicast-port', '40000'], '--multicast-port tunes multicast discovery, which is off: add --discover multicast'],
+      [['--advertise-interval-ms', '300'], '--advertise-interval-ms tunes multicast discovery, which is off: add --discover multicast'],
+      [['--discover', 'mdns', '--multicast-group', '239.255.70.78'], '--multicast-group tunes multicast discovery, which is off'],
+      [['--discover', 'multicast', '--mdns-port', '40000'], '--mdns-port tunes mDNS discovery, which is off: add --discover mdns'],
+      [['--multicast-interface', LOOPBACK], '--multicast-interface tunes multicast and mDNS discovery, which is off'],
+    ];
+    for (const [flags, message] of nodeCases) {
+      await expectRefused([...node, ...flags], message);
+    }
+  });
+
+  it('discovery flags - --multicast-port applies to the multicast a controller file turns on', async () => {
+    const port = await freeUdpPort();
+    const file = join(c.root, 'controller.toml');
+    writeFileSync(file, `[node]\nmode = "controller"\n\n[node.discovery]\nmethod = "multicast"\ninterface = "${LOOPBACK}"\n`);
+    await c.startGateway(['--config', file, '--multicast-port', String(port)]);
+    const view = (await http(c.gateway.api, 'GET', '/v1/discovery')).json;
+    expect(view.multicast).toMatchObject({ enabled: true, port, interface: LOOPBACK });
   });
 });

@@ -313,6 +313,34 @@ describe('deployable functions', () => {
     expect(broken.code).toBe(1);
     expect(broken.stderr).toContain('cannot bundle');
   });
+
+  it('functions - CLI deploy refuses what a user gets wrong with one line each, and deploys nothing', async () => {
+    const dir = join(c.root, 'cli-fn-bad');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'no-default.mjs'), 'export const handler = async () => 1;\n');
+    writeFileSync(join(dir, 'syntax.mjs'), 'export default async (args) => { return args\n');
+    writeFileSync(join(dir, 'ok.mjs'), 'export default async () => 1;\n');
+    const api = ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
+    const before = (await c.gateway.client.listFunctions()).map((f) => f.name);
+    const cases: [string[], string][] = [
+      [[join(dir, 'missing.mjs'), '--name', 'x'], `cannot bundle ${join(dir, 'missing.mjs')}: no such file`],
+      [[dir, '--name', 'x'], `cannot bundle ${dir}: not a file`],
+      [[join(dir, 'syntax.mjs'), '--name', 'x'], 'syntax.mjs:2'],
+      [[join(dir, 'no-default.mjs'), '--name', 'x'], 'no-default.mjs has no default export'],
+      [[join(dir, 'ok.mjs'), '--name', 'bad name!'], '/name: "bad name!" is not valid; a function name starts with a letter or digit'],
+      [[join(dir, 'ok.mjs'), '--name', 'x', '--target', 'explicit'], '--target: not valid JSON'],
+      [[join(dir, 'ok.mjs'), '--name', 'x', '--target', '{"kind":"explicit"}'], '/target/node_id'],
+      [[join(dir, 'ok.mjs'), '--name', 'x', '--target', '{"kind":"nearest"}'], '/target/kind: "nearest" is not valid; expected one of'],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runCli(['deploy', ...args, ...api]);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr).toContain(message);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stdout).toBe('');
+    }
+    expect((await c.gateway.client.listFunctions()).map((f) => f.name)).toEqual(before);
+  });
 });
 
 describe('deployable functions - a node refuses what the gateway did not sign', () => {

@@ -4,7 +4,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type Managed, startProcess } from '../src/cli/processes.js';
@@ -258,5 +258,38 @@ describe('listen mode', () => {
     await waitFor('one endpoint backing off', async () => (await peers()).some((p) => p.failures >= 30));
     await waitFor('edge:static ONLINE', async () => (await status('edge:static')) === 'ONLINE');
     expect(await convert('edge:static')).toMatchObject({ ok: true, node_id: 'edge:static' });
+  });
+
+  it('example - the GPU host of examples/node-gpu-host.toml pairs, listens and serves image_analysis from its tools module', async () => {
+    const api = ['--api', c.gateway.api, '--data-dir', c.gateway.dataDir];
+    const example = resolve(import.meta.dirname, '../examples/node-gpu-host.toml');
+    const port = await freeTcpPort();
+    const code = (await c.gateway.client.createPairingCode({ node_id: 'gpu-host-01' })).code;
+    // A missing tools module is named before pairing, so the code is still good afterwards.
+    const missing = await runCli([
+      'node',
+      ...['--config', example, '--gateway', c.gateway.listen, '--pair', code, '--listen', `127.0.0.1:${port}`],
+      ...['--data-dir', c.nodeDataDir('gpu-host-01'), '--tools-module', join(c.root, 'no-such-tools.mjs')],
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^error FM_ERR_INVALID_OPTION: node\.tools_modules\[0\]: ".*no-such-tools\.mjs" does not exist/);
+    const { managed } = await startProcess(
+      [
+        'node',
+        ...['--config', example, '--gateway', c.gateway.listen, '--pair', code, '--listen', `127.0.0.1:${port}`],
+        ...['--data-dir', c.nodeDataDir('gpu-host-01')],
+      ],
+      'node listening',
+      { cliPath },
+    );
+    c.procs.push(managed);
+    expect((await runCli(['nodes', 'register', 'gpu-host-01', `127.0.0.1:${port}`, ...api])).code).toBe(0);
+    await waitFor('gpu-host-01 ONLINE', async () => (await status('gpu-host-01')) === 'ONLINE');
+    const r = await c.gateway.client.toolCall({
+      tool_name: 'image_analysis',
+      tool_args: { width: 2, height: 1, pixels: [255, 255, 255, 0, 0, 0] },
+      target: { kind: 'capability', required_capabilities: ['cuda'] },
+    });
+    expect(r).toMatchObject({ ok: true, node_id: 'gpu-host-01', verified: true, output: { mean_luma: 127.5, min_luma: 0, max_luma: 255 } });
   });
 });

@@ -170,7 +170,10 @@ describe('state sync', () => {
     expect(stale.stderr).toContain('desired version 2');
     const bad = await runCli(['state', 'set', DIRECT, 'cli-doc', '[1]', ...api]);
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toContain('must be a JSON object');
+    expect(bad.stderr).toBe('error: the data of state document "cli-doc" must be a JSON object\n');
+    const notJson = await runCli(['state', 'set', DIRECT, 'cli-doc', '{mode:1}', ...api]);
+    expect(notJson.code).toBe(1);
+    expect(notJson.stderr).toMatch(/^error: the data of state document "cli-doc": not valid JSON \(/);
     const list = await runCli(['state', 'list', DIRECT, ...api]);
     expect(list.code).toBe(0);
     expect(list.stdout).toMatch(/cli-doc\s+latest_wins\s+2\s+/);

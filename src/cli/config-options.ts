@@ -356,3 +356,33 @@ export function logLevelOption(value: string): LogLevel {
   if (!LOG_LEVELS.includes(value as LogLevel)) throw new InvalidArgumentError(`"${value}" is not one of ${LOG_LEVELS.join(', ')}`);
   return value as LogLevel;
 }
+
+/** The discovery-tuning flags given (name and value), by the discovery they tune. */
+export interface DiscoveryFlagsGiven {
+  multicast: [flag: string, value: unknown][];
+  mdns: [flag: string, value: unknown][];
+  /** `--multicast-interface`, which tunes both. */
+  iface: unknown;
+}
+
+/**
+ * Refuses a flag that tunes multicast or mDNS discovery while that discovery is off (by its flag,
+ * the file and the variables): it would do nothing, and silently ignoring it hides the mistake.
+ * `how` says how to turn each on. Returns which tuning flags were given.
+ */
+export function refuseIdleDiscoveryFlags(
+  given: DiscoveryFlagsGiven,
+  on: { multicast: boolean; mdns: boolean },
+  how: { multicast: string; mdns: string },
+): { multicast: boolean; mdns: boolean } {
+  const first = (flags: [string, unknown][]) => flags.find(([, v]) => v !== undefined)?.[0];
+  const refuse = (flag: string, what: string, fix: string) =>
+    new FieldmeshError('FM_ERR_INVALID_OPTION', `${flag} tunes ${what} discovery, which is off: ${fix}`, { details: { option: flag } });
+  const multicast = first(given.multicast);
+  if (multicast && !on.multicast) throw refuse(multicast, 'multicast', how.multicast);
+  const mdns = first(given.mdns);
+  if (mdns && !on.mdns) throw refuse(mdns, 'mDNS', how.mdns);
+  if (given.iface !== undefined && !on.multicast && !on.mdns) throw refuse('--multicast-interface', 'multicast and mDNS', how.multicast);
+  const iface = given.iface !== undefined;
+  return { multicast: multicast !== undefined || iface, mdns: mdns !== undefined || iface };
+}

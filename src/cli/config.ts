@@ -14,7 +14,7 @@ import {
 import { FieldmeshError, isFieldmeshError } from '../core/errors.js';
 import { silentLogger } from '../core/logger.js';
 import { compileGatewayOptions } from '../gateway/options.js';
-import { compileNodeOptions } from '../node/options.js';
+import { checkToolModuleFiles, compileNodeOptions } from '../node/options.js';
 import { effectiveConfig, gatewayOptionsFromConfig, nodeOptionsFromConfig, type Role } from './config-options.js';
 import { printJson } from './format.js';
 
@@ -79,6 +79,7 @@ function nodeSummary(loaded: LoadedConfig<ConfigFile>): string {
       logger: silentLogger,
     }),
   );
+  inFile(loaded.file, () => checkToolModuleFiles(options.toolModules));
   const via = options.listen
     ? `listening on ${options.listen}`
     : options.discover

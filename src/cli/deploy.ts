@@ -1,4 +1,5 @@
 /** `fieldmesh deploy`, `fieldmesh functions list`, `fieldmesh undeploy`: functions bundled here, signed by the gateway, run on nodes. */
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import type { FunctionDeployBody, FunctionNodeOutcome } from '../protocol/api.js';
@@ -11,11 +12,15 @@ import { collect, intOption, parseJsonOption, printJson, table } from './format.
  * bundled into ESM call `require`, which the banner provides.
  */
 export async function bundleFunction(file: string): Promise<string> {
+  const stat = statSync(file, { throwIfNoEntry: false });
+  if (!stat) throw new Error(`cannot bundle ${file}: no such file`);
+  if (!stat.isFile()) throw new Error(`cannot bundle ${file}: not a file`);
   const esbuild = await import('esbuild');
   let result: Awaited<ReturnType<typeof esbuild.build>>;
   try {
     result = await esbuild.build({
       entryPoints: [resolve(file)],
+      metafile: true,
       bundle: true,
       format: 'esm',
       platform: 'node',
@@ -34,6 +39,9 @@ export async function bundleFunction(file: string): Promise<string> {
   }
   const out = result.outputFiles?.[0];
   if (!out) throw new Error(`cannot bundle ${file}: esbuild produced no output`);
+  const exports = Object.values(result.metafile?.outputs ?? {})[0]?.exports ?? [];
+  if (!exports.includes('default'))
+    throw new Error(`${file} has no default export; a function module's default export is its handler, \`async (args, ctx) => output\``);
   return out.text;
 }
 

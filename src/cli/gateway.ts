@@ -10,6 +10,7 @@ import {
   type Flags,
   type GatewayConfigOptions,
   logLevelOption,
+  refuseIdleDiscoveryFlags,
   resolveGatewayOptions,
   toolModeOption,
   toolPolicyOption,
@@ -89,9 +90,10 @@ export function gatewayCommand(program: Command): void {
         gatewayId: o.gatewayId,
         peers: o.peer,
         advertiseAddress: o.advertiseAddress,
-        discovery: discoveryFlags(o),
       };
-      const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loadConfigOption(o.config));
+      const loaded = loadConfigOption(o.config);
+      flags.discovery = discoveryFlags(o, resolveGatewayOptions({}, process.env, loaded).discovery);
+      const { logLevel, ...options } = resolveGatewayOptions(flags, process.env, loaded);
       const gateway = await Gateway.start({
         ...options,
         dataDir: options.dataDir!,
@@ -105,11 +107,36 @@ export function gatewayCommand(program: Command): void {
     });
 }
 
-/** The `discovery` options the flags ask for, or undefined when no discovery flag was given. */
-function discoveryFlags(o: Record<string, unknown>): GatewayOptions['discovery'] {
+/**
+ * The `discovery` options the flags ask for, or undefined when no discovery flag was given. A flag
+ * that tunes multicast or mDNS applies when that discovery is on (by its flag, or by the file or a
+ * variable); without it the flag would do nothing, so it is refused rather than ignored.
+ */
+function discoveryFlags(o: Record<string, unknown>, configured: GatewayOptions['discovery']): GatewayOptions['discovery'] {
   const iface = o.multicastInterface as string | undefined;
+  const multicastOn = o.multicast === true || configured?.multicast !== undefined;
+  const mdnsOn = o.mdns === true || configured?.mdns !== undefined;
+  const tuned = refuseIdleDiscoveryFlags(
+    {
+      multicast: [
+        ['--multicast-group', o.multicastGroup],
+        ['--multicast-port', o.multicastPort],
+        ['--multicast-interval-ms', o.multicastIntervalMs],
+      ],
+      mdns: [
+        ['--service-name', o.serviceName],
+        ['--mdns-port', o.mdnsPort],
+      ],
+      iface,
+    },
+    { multicast: multicastOn, mdns: mdnsOn },
+    {
+      multicast: 'add --multicast (or method = "multicast" in [node.discovery] of a controller --config file)',
+      mdns: 'add --mdns (or method = "mdns" in [node.discovery] of a controller --config file)',
+    },
+  );
   const out: NonNullable<GatewayOptions['discovery']> = {};
-  if (o.multicast === true) {
+  if (multicastOn && (o.multicast === true || tuned.multicast)) {
     out.multicast = definedOnly({
       group: o.multicastGroup as string | undefined,
       port: o.multicastPort as number | undefined,
@@ -117,7 +144,7 @@ function discoveryFlags(o: Record<string, unknown>): GatewayOptions['discovery']
       intervalMs: o.multicastIntervalMs as number | undefined,
     });
   }
-  if (o.mdns === true) {
+  if (mdnsOn && (o.mdns === true || tuned.mdns)) {
     out.mdns = definedOnly({ serviceName: o.serviceName as string | undefined, interface: iface, port: o.mdnsPort as number | undefined });
   }
   return out.multicast || out.mdns ? out : undefined;

@@ -16,6 +16,14 @@ import { stateCommand } from './state.js';
 import { taskCommand } from './task.js';
 import { tokensCommand } from './tokens.js';
 
+// A reader that stops early (`fieldmesh nodes list | head -3`) closes the pipe: the rest of the output is not
+// wanted. It is dropped and the command finishes as it would (the demo still stops its processes and removes
+// its directory), instead of failing with a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code !== 'EPIPE') throw err;
+  process.stdout.write = () => true;
+});
+
 const program = new Command('fieldmesh').version(VERSION).description('Run tool calls and workflows across a fleet of edge nodes.');
 // Root options only before the command, so a command may have its own --version (`state set … --version N`).
 program.enablePositionalOptions();

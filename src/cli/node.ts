@@ -4,8 +4,16 @@ import { InvalidArgumentError } from 'commander';
 import { definedOnly } from '../core/config.js';
 import { createLogger } from '../core/logger.js';
 import { NodeAgent } from '../node/agent.js';
+import { checkToolModuleFiles } from '../node/options.js';
 import { configFileOption, loadConfigOption } from './config.js';
-import { type Flags, logLevelOption, type NodeConfigOptions, required, resolveNodeOptions } from './config-options.js';
+import {
+  type Flags,
+  logLevelOption,
+  type NodeConfigOptions,
+  refuseIdleDiscoveryFlags,
+  required,
+  resolveNodeOptions,
+} from './config-options.js';
 import { collect, intOption, reportError } from './format.js';
 
 export function nodeCommand(program: Command): void {
@@ -81,6 +89,26 @@ export function nodeCommand(program: Command): void {
       };
       const { logLevel, ...options } = resolveNodeOptions(flags, process.env, loadConfigOption(o.config));
       const id = required(options.id, '--id', 'node.node_id');
+      refuseIdleDiscoveryFlags(
+        {
+          multicast: [
+            ['--multicast-group', o.multicastGroup],
+            ['--multicast-port', o.multicastPort],
+            ['--advertise-interval-ms', o.advertiseIntervalMs],
+          ],
+          mdns: [
+            ['--service-name', o.serviceName],
+            ['--mdns-port', o.mdnsPort],
+          ],
+          iface: o.multicastInterface,
+        },
+        { multicast: options.discover === 'multicast', mdns: options.discover === 'mdns' },
+        {
+          multicast: 'add --discover multicast (or method = "multicast" in [node.discovery] of the --config file)',
+          mdns: 'add --discover mdns (or method = "mdns" in [node.discovery] of the --config file)',
+        },
+      );
+      checkToolModuleFiles(options.toolModules);
       const agent = await NodeAgent.start({
         ...options,
         gateway:

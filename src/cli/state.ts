@@ -57,9 +57,9 @@ export function stateCommand(program: Command): void {
         new Option('--strategy <strategy>', 'how conflicts with changes made on the node are settled').choices(CONFLICT_STRATEGIES),
       ),
   ).action(async (nodeId: string, doc: string, json: string, o) => {
-    const data = parseJsonOption('<json>', json);
-    if (typeof data !== 'object' || data === null || Array.isArray(data))
-      throw new Error('<json>: the document data must be a JSON object');
+    const what = `the data of state document "${doc}"`;
+    const data = parseJsonOption(what, json);
+    if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new Error(`${what} must be a JSON object`);
     const options: { version?: number; strategy?: StateDocView['strategy'] } = {};
     if (o.version !== undefined) options.version = o.version;
     if (o.strategy !== undefined) options.strategy = o.strategy;

@@ -316,7 +316,12 @@ export class FieldmeshClient {
       const hint = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(e.code ?? '')
         ? ' (pass the gateway CA, <data-dir>/tls/ca.crt, as `ca` or --ca)'
         : '';
-      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${e.message}${hint}`, {
+      // OpenSSL's own text spans lines and names its source files; an https URL for a plain-HTTP API is the usual cause.
+      const why =
+        e.code === 'EPROTO' || /wrong version number|SSL routines/.test(e.message)
+          ? 'the TLS handshake failed (an https URL for a plain-HTTP API? the API is https only with --api-tls)'
+          : e.message;
+      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${why}${hint}`, {
         cause: err,
       });
     }

@@ -5,7 +5,8 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
-import { formatHostPort } from '../core/address.js';
+import { formatHostPort, type HostPort } from '../core/address.js';
+import { FieldmeshError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import type { Store } from '../store/types.js';
@@ -160,11 +161,13 @@ export class Gateway {
       await gateway.registry.load();
       await gateway.pairing.load();
       await gateway.functions.load();
-      const listen = await gateway.#listener.listen();
+      const listen = await gateway.#listener.listen().catch((err) => {
+        throw cannotListen('gateway.listen', options.listen, err);
+      });
       gateway.listenAddress = formatHostPort({ host: listen.address, port: listen.port });
       await gateway.discovery.start(identity, gateway.#listener, { host: listen.address, port: listen.port });
       await new Promise<void>((resolve, reject) => {
-        gateway.#http.once('error', reject);
+        gateway.#http.once('error', (err) => reject(cannotListen('gateway.api', options.api, err)));
         gateway.#http.listen(options.api.port, options.api.host, () => resolve());
       });
       const api = gateway.#http.address() as AddressInfo;
@@ -226,4 +229,12 @@ function certificateNames(host: string): string[] {
   const names: string[] = [];
   for (const addrs of Object.values(networkInterfaces())) for (const a of addrs ?? []) names.push(a.address.replace(/%.*$/, ''));
   return names;
+}
+
+/** A listener that could not bind (address in use, not on this host, no permission), named by its option. */
+function cannotListen(option: string, at: HostPort, err: unknown): FieldmeshError {
+  return new FieldmeshError('FM_ERR_INVALID_OPTION', `${option}: cannot listen on ${formatHostPort(at)}: ${(err as Error).message}`, {
+    details: { option, value: formatHostPort(at) },
+    cause: err,
+  });
 }

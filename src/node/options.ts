@@ -1,4 +1,5 @@
 // Node agent options: the documented defaults and the checks that turn user input into CompiledNodeOptions.
+import { statSync } from 'node:fs';
 import { availableParallelism, platform as osPlatform } from 'node:os';
 import { resolve } from 'node:path';
 import { formatHostPort, type HostPort, parseHostPort } from '../core/address.js';
@@ -200,6 +201,18 @@ function integer(option: string, value: unknown, fallback: number, min: number, 
     throw invalid(option, value, `must be an integer from ${min} to ${max}`);
   }
   return value;
+}
+
+/**
+ * Each tools module is a file that exists: checked before a node starts (and pairs) and by
+ * `fieldmesh config check`, so a wrong path is named at once rather than after pairing.
+ */
+export function checkToolModuleFiles(paths: readonly string[] | undefined): void {
+  (paths ?? []).forEach((p, i) => {
+    const stat = statSync(resolve(p), { throwIfNoEntry: false });
+    if (!stat) throw invalid(`node.tools_modules[${i}]`, resolve(p), 'does not exist (--tools-module, tools_modules)');
+    if (!stat.isFile()) throw invalid(`node.tools_modules[${i}]`, resolve(p), 'is not a file (--tools-module, tools_modules)');
+  });
 }
 
 /** Maps Node's platform names to the ones the mesh uses in capabilities. */

@@ -21,7 +21,10 @@ const Json = Type.Unknown();
 /** Tool arguments: an object, or a `{{…}}` template string that yields one (e.g. `"{{item}}"`). */
 export const ToolArgs = Type.Union([
   Type.Record(Type.String(), Json, { description: 'Arguments checked against the tool input_schema' }),
-  Type.String({ pattern: '^\\s*\\{\\{.*\\}\\}\\s*$', description: 'A template yielding the whole arguments object' }),
+  Type.String({
+    pattern: '^\\s*\\{\\{.*\\}\\}\\s*$',
+    description: 'a string here must be a {{…}} template yielding the whole arguments object',
+  }),
 ]);
 
 /** Items a load-balanced call or step fans out over: an array, or a template yielding one. */

@@ -3,7 +3,7 @@
  * error an ERROR frame reports. Nothing unchecked reaches a handler.
  */
 import type { TSchema } from '@sinclair/typebox';
-import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
+import { type TypeCheck, TypeCompiler, type ValueError, ValueErrorType } from '@sinclair/typebox/compiler';
 import type { ErrorBody } from '../core/errors.js';
 import { type Frame, FrameSchemas, type FrameType, PROTOCOL_VERSION } from './frames.js';
 import { type PairingFrame, PairingFrameSchemas, type PairingFrameType } from './pairing.js';
@@ -20,7 +20,51 @@ export type DecodeResult<F = Frame> = { ok: true; frame: F } | { ok: false; erro
 export function describeSchemaError(check: TypeCheck<TSchema>, value: unknown): string {
   const first = check.Errors(value).First();
   if (!first) return 'invalid value';
-  return `${first.path || '/'}: ${first.message}`;
+  return explainError(first);
+}
+
+/** Errors saying the value is not of the variant's type at all (so that variant was not meant). */
+const MISMATCH = new Set([
+  ValueErrorType.Array,
+  ValueErrorType.Boolean,
+  ValueErrorType.Integer,
+  ValueErrorType.Literal,
+  ValueErrorType.Null,
+  ValueErrorType.Number,
+  ValueErrorType.Object,
+  ValueErrorType.String,
+]);
+
+/**
+ * A union's own error only says "Expected union value"; this looks into its
+ * variants instead. A variant whose type (or whose literal discriminator such
+ * as `kind`) the value does not have was not meant; of the others the first
+ * one's first error is the explanation. When no variant was meant, it lists
+ * what was expected: the discriminator values, or the variants' types.
+ */
+function explainError(err: ValueError): string {
+  const path = err.path || '/';
+  if (err.type === ValueErrorType.StringPattern && typeof err.schema.description === 'string')
+    return `${path}: ${JSON.stringify(err.value)} is not valid; ${err.schema.description}`;
+  if (err.type !== ValueErrorType.Union || err.errors.length === 0) return `${path}: ${err.message}`;
+  const variants = err.errors.map((it) => [...it]);
+  const isMismatch = (e: ValueError): boolean =>
+    MISMATCH.has(e.type) && (e.path === err.path || (e.type === ValueErrorType.Literal && parentOf(e.path) === err.path));
+  const meant = variants.find((errors) => errors.length > 0 && !errors.some(isMismatch));
+  if (meant?.[0]) return explainError(meant[0]);
+  const literals = variants.flatMap((errors) => errors.filter((e) => e.type === ValueErrorType.Literal && parentOf(e.path) === err.path));
+  const at = literals[0]?.path;
+  if (at && literals.every((e) => e.path === at)) {
+    const allowed = literals.map((e) => JSON.stringify((e.schema as { const?: unknown }).const)).join(', ');
+    const got = literals[0]?.value;
+    return `${at}: ${got === undefined ? 'missing' : `${JSON.stringify(got)} is not valid`}; expected one of ${allowed}`;
+  }
+  const types = [...new Set((err.schema.anyOf as TSchema[] | undefined)?.map((s) => s.type ?? s.const).filter((t) => t !== undefined))];
+  return types.length > 0 ? `${path}: expected ${types.join(' or ')}` : `${path}: ${err.message}`;
+}
+
+function parentOf(path: string): string {
+  return path.slice(0, Math.max(0, path.lastIndexOf('/')));
 }
 
 export function decodeFrame(raw: string | Buffer, maxBytes: number): DecodeResult {

@@ -35,7 +35,12 @@ export const FrameType = {
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
-export const NodeId = Type.String({ minLength: 1, maxLength: 128, pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$' });
+export const NodeId = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: '^[A-Za-z0-9][A-Za-z0-9:._@/-]*$',
+  description: 'a node id starts with a letter or digit and holds only letters, digits and : . _ @ / -',
+});
 const TaskId = Type.String({ minLength: 1, maxLength: 128 });
 const Attempt = Type.Integer({ minimum: 1 });
 const Json = Type.Unknown();
@@ -79,7 +84,12 @@ export type NodePolicy = Static<typeof NodePolicySchema>;
 
 /** A deployed function's name: also its tool name, a file name on the node, and a URL segment. */
 export const FUNCTION_NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_.-]*$';
-export const FunctionName = Type.String({ minLength: 1, maxLength: 128, pattern: FUNCTION_NAME_PATTERN });
+export const FunctionName = Type.String({
+  minLength: 1,
+  maxLength: 128,
+  pattern: FUNCTION_NAME_PATTERN,
+  description: 'a function name starts with a letter or digit and holds only letters, digits, "_", "." and "-"',
+});
 const BundleHash = Type.String({ pattern: '^sha256:[0-9a-f]{64}$' });
 
 /** A function a node holds, as it advertises it: the gateway compares these with what it wants the node to hold. */
