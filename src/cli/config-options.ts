@@ -6,7 +6,7 @@
  * `advertise_address` and `[node.discovery]`; the node `[node]` with `[node.discovery]` and `[node.policy]`.
  */
 import { availableParallelism } from 'node:os';
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import {
   type ConfigFile,
   type ConfigLayer,
@@ -29,6 +29,7 @@ import type { GatewayFileOptions } from '../gateway/options.js';
 import { TOOL_MODES, type ToolMode } from '../gateway/tool-policy.js';
 import { defaultPlatform, type NodeFileOptions, parseLocation } from '../node/options.js';
 import { defaultDataDir } from './client.js';
+import { intOption } from './format.js';
 
 export type Role = 'gateway' | 'node';
 
@@ -385,4 +386,19 @@ export function refuseIdleDiscoveryFlags(
   if (given.iface !== undefined && !on.multicast && !on.mdns) throw refuse('--multicast-interface', 'multicast and mDNS', how.multicast);
   const iface = given.iface !== undefined;
   return { multicast: multicast !== undefined || iface, mdns: mdns !== undefined || iface };
+}
+
+/** The multicast and mDNS network flags and `--log-level`, which `fieldmesh gateway` and `fieldmesh node` share. */
+export function networkAndLogOptions(command: Command): Command {
+  return command
+    .option('--multicast-group <ip>', 'multicast group (default 239.255.70.77)')
+    .option('--multicast-port <n>', 'multicast UDP port (default 37020)', intOption)
+    .option('--multicast-interface <ip>', 'IPv4 address of the interface to use for multicast and mDNS (default: the system picks)')
+    .option('--service-name <name>', 'mDNS service type (default _fieldmesh._tcp.local.)')
+    .option('--mdns-port <n>', 'mDNS UDP port (default 5353; another port makes a private test network)', intOption)
+    .option(
+      '--log-level <level>',
+      'debug | info | warn | error | silent (default FIELDMESH_LOG_LEVEL, then the file, then info)',
+      logLevelOption,
+    );
 }
