@@ -1,7 +1,7 @@
 // Tests for the task outbox: the tasks for one node in one turn go as signed TASK_BATCH frames within the frame limit, to nodes that take them.
 import { describe, expect, it } from 'vitest';
 import { decodeFrame } from '../protocol/codec.js';
-import type { Frame, TaskBatchFrame, TaskFrame } from '../protocol/frames.js';
+import { type Frame, MAX_BATCH_TASKS, type TaskBatchFrame, type TaskFrame } from '../protocol/frames.js';
 import { generateSigningKeys, loadSigningKeys, verifyTask, verifyTaskBatch } from '../protocol/signing.js';
 import type { NodeConnection } from './registry.js';
 import { type OutgoingTask, TaskOutbox } from './task-outbox.js';
@@ -13,9 +13,12 @@ const LIMIT = 64 * 1024;
 class MemoryConnection implements NodeConnection {
   readonly remoteAddress = '127.0.0.1';
   readonly frames: Frame[] = [];
-  constructor(readonly features: ReadonlySet<string>) {}
+  constructor(
+    readonly features: ReadonlySet<string>,
+    readonly limit = LIMIT,
+  ) {}
   send(text: string): void {
-    const decoded = decodeFrame(text, LIMIT);
+    const decoded = decodeFrame(text, this.limit);
     if (!decoded.ok) throw new Error(decoded.error.message);
     this.frames.push(decoded.frame);
   }
@@ -94,6 +97,14 @@ describe('task outbox', () => {
       f.type === 'TASK_BATCH' ? f.tasks.map((t) => t.task_id) : f.type === 'TASK' ? [f.task_id] : [],
     );
     expect(ids).toEqual(Array.from({ length: 10 }, (_, i) => `task_${i + 1}`));
+  });
+
+  it('task outbox - no batch carries more than MAX_BATCH_TASKS tasks, however small they are', async () => {
+    const outbox = new TaskOutbox(keys.privateKey, 16 * 1024 * 1024);
+    const conn = new MemoryConnection(new Set(['task_batch']), 16 * 1024 * 1024);
+    for (let n = 1; n <= MAX_BATCH_TASKS + 10; n++) outbox.send(conn, task(n, {}, 0));
+    await turn();
+    expect(conn.frames.map((f) => (f.type === 'TASK_BATCH' ? f.tasks.length : f.type))).toEqual([MAX_BATCH_TASKS, 10]);
   });
 
   it('task outbox - an attempt settled before its turn ended is not sent, and a refused write reports every task of the frame', async () => {

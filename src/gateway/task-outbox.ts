@@ -3,12 +3,12 @@
  * advertised `task_batch` at REGISTER, the tasks sent to it in one turn of the
  * event loop (the burst that follows a group commit) go as TASK_BATCH frames
  * under one gateway signature each, split so that no frame exceeds the frame
- * limit; a task alone in its turn, and every task to a node without the
+ * limit nor MAX_BATCH_TASKS tasks; a task alone in its turn, and every task to a node without the
  * feature, goes as a TASK frame with its own signature.
  */
 import type { KeyObject } from 'node:crypto';
 import { encodeFrame } from '../protocol/codec.js';
-import { NodeFeature, PROTOCOL_VERSION } from '../protocol/frames.js';
+import { MAX_BATCH_TASKS, NodeFeature, PROTOCOL_VERSION } from '../protocol/frames.js';
 import { type SignedTaskFields, signTask, signTaskBatch } from '../protocol/signing.js';
 import type { NodeConnection } from './registry.js';
 
@@ -78,7 +78,7 @@ export class TaskOutbox {
         timeout_ms: f.timeout_ms,
       });
       const size = Buffer.byteLength(text) + 1;
-      if (chunk.length > 0 && bytes + size > this.#maxFrameBytes) send();
+      if (chunk.length >= MAX_BATCH_TASKS || (chunk.length > 0 && bytes + size > this.#maxFrameBytes)) send();
       chunk.push(t);
       texts.push(text);
       bytes += size;

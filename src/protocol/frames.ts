@@ -165,6 +165,9 @@ export const BatchedTaskSchema = Type.Object({
   timeout_ms: Type.Integer({ minimum: 1 }),
 });
 
+/** The most tasks one TASK_BATCH frame carries. */
+export const MAX_BATCH_TASKS = 4096;
+
 /**
  * Gateway → node, to nodes that advertise `task_batch`: the tasks sent to one
  * node in one turn of the gateway's event loop under one signature (see
@@ -176,7 +179,7 @@ export const TaskBatchFrame = Type.Object({
   type: Type.Literal('TASK_BATCH'),
   node_id: NodeId,
   issued_at: Type.String({ minLength: 1, maxLength: 64 }),
-  tasks: Type.Array(BatchedTaskSchema, { minItems: 1, maxItems: 4096 }),
+  tasks: Type.Array(BatchedTaskSchema, { minItems: 1, maxItems: MAX_BATCH_TASKS }),
   /** The gateway's Ed25519 signature, base64, over the batch's canonical fields (see signing.ts). */
   gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
 });
