@@ -14,12 +14,13 @@ import type { Logger } from '../core/logger.js';
 import { encodeFrame } from '../protocol/codec.js';
 import type { ErrorFrame, TaskAckFrame, TaskResultFrame } from '../protocol/frames.js';
 import type { JsonValue } from '../protocol/json.js';
-import { resultHash, type SignedTaskFields, signTask, verifyResult } from '../protocol/signing.js';
+import { resultHash, verifyResult } from '../protocol/signing.js';
 import { backoffBefore, type OfflineBehavior, type RetryPolicy, type Target } from '../protocol/target.js';
 import { type AttemptRecord, NodeStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
 import { Approvals, approvalError } from './approvals.js';
 import type { NodeEntry, Registry } from './registry.js';
 import { isDispatchable, type Scheduler } from './scheduler.js';
+import { TaskOutbox } from './task-outbox.js';
 import { resolveTemplates, type TemplateContext } from './templates.js';
 import type { CompiledToolPolicy } from './tool-policy.js';
 
@@ -51,8 +52,10 @@ export interface DispatcherOptions {
   /** allow | deny | supervised per tool. */
   toolPolicy: CompiledToolPolicy;
   logger: Logger;
-  /** The gateway's Ed25519 key: every TASK frame is signed with it, and nodes refuse one that is not. */
+  /** The gateway's Ed25519 key: every TASK (and TASK_BATCH) frame is signed with it, and nodes refuse one that is not. */
   taskSigningKey: KeyObject;
+  /** The frame limit a TASK_BATCH stays within. */
+  maxFrameBytes: number;
   /** Called for every attempt that reached a node (it answered, or was lost or timed out there). */
   onAttempt?: (task: TaskRecord, attempt: AttemptRecord) => void;
 }
@@ -135,12 +138,15 @@ export class Dispatcher {
   staleResults = 0;
   /** The tool policy's approvals: tasks of supervised tools wait here before placement. */
   readonly approvals: Approvals;
+  /** Signs and sends TASK frames, batched per node and turn for nodes that take TASK_BATCH. */
+  readonly outbox: TaskOutbox;
 
   constructor(store: Store, registry: Registry, scheduler: Scheduler, opts: DispatcherOptions) {
     this.#store = store;
     this.#registry = registry;
     this.#scheduler = scheduler;
     this.#opts = opts;
+    this.outbox = new TaskOutbox(opts.taskSigningKey, opts.maxFrameBytes);
     this.approvals = new Approvals(store, opts.toolPolicy, opts.logger, (taskId) => this.#active.get(taskId)?.wake?.());
     // A node coming (back) online may be what a waiting task needs.
     registry.on('status', (entry) => {
@@ -911,19 +917,25 @@ export class Dispatcher {
       this.#pending.set(k, pending);
       active.current = pending;
       entry.inFlight += 1;
-      const fields: SignedTaskFields = {
-        task_id: task.task_id,
-        attempt,
-        node_id: nodeId,
-        tool_name: task.tool_name,
-        tool_args: task.tool_args,
-        timeout_ms: task.timeout_ms,
-        issued_at: new Date().toISOString(),
-      };
-      const frame = encodeFrame('TASK', { ...fields, gateway_signature: signTask(this.#opts.taskSigningKey, fields) });
-      if (!this.#send(nodeId, frame)) {
+      const unsent = () =>
         pending.settle(failure({ code: 'FM_ERR_CONNECTION_LOST', message: `Node "${nodeId}" is not connected`, retryable: true }));
+      const conn = this.#registry.get(nodeId)?.conn;
+      if (!conn) {
+        unsent();
+        return;
       }
+      this.outbox.send(conn, {
+        fields: {
+          task_id: task.task_id,
+          attempt,
+          node_id: nodeId,
+          tool_name: task.tool_name,
+          tool_args: task.tool_args,
+          timeout_ms: task.timeout_ms,
+        },
+        wanted: () => !settled,
+        unsent,
+      });
     });
   }
 

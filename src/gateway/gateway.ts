@@ -72,6 +72,7 @@ export class Gateway {
       toolPolicy: options.toolPolicy,
       logger: options.logger,
       taskSigningKey: identity.signingKey,
+      maxFrameBytes: options.maxFrameBytes,
       onAttempt: (task, a) =>
         this.metrics.record({
           tool: task.tool_name,
@@ -90,6 +91,7 @@ export class Gateway {
       this.registry,
       () => ({ in_flight: this.dispatcher.inFlight, running_tasks: this.dispatcher.activeTasks }),
       options.logger,
+      () => this.dispatcher.outbox.batches,
     );
     this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, {
       logger: options.logger,
@@ -116,7 +118,12 @@ export class Gateway {
       pairing: this.pairing,
       state: this.state,
       functions: this.functions,
-      stats: () => ({ frames_rejected: this.#listener.stats.frames_rejected, stale_results: this.dispatcher.staleResults }),
+      stats: () => ({
+        frames_rejected: this.#listener.stats.frames_rejected,
+        stale_results: this.dispatcher.staleResults,
+        task_batches: this.dispatcher.outbox.batches,
+        batched_tasks: this.dispatcher.outbox.batchedTasks,
+      }),
     });
     registerTokenRoutes(router, this.tokens);
     registerDiscoveryRoutes(router, this.discovery);

@@ -21,7 +21,13 @@ export class GatewayMetrics {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
 
-  constructor(store: Store, registry: Registry, queueDepth: () => { in_flight: number; running_tasks: number }, logger: Logger) {
+  constructor(
+    store: Store,
+    registry: Registry,
+    queueDepth: () => { in_flight: number; running_tasks: number },
+    logger: Logger,
+    taskBatches: () => number = () => 0,
+  ) {
     this.#store = store;
     this.#logger = logger;
     collectDefaultMetrics({ register: this.prom, prefix: 'fieldmesh_gateway_' });
@@ -58,6 +64,15 @@ export class GatewayMetrics {
         const q = queueDepth();
         this.set({ queue: 'attempts_in_flight' }, q.in_flight);
         this.set({ queue: 'tasks_running' }, q.running_tasks);
+      },
+    });
+    new Counter({
+      name: 'fieldmesh_task_batches_total',
+      help: 'TASK_BATCH frames sent: tasks for one node in one turn under one gateway signature',
+      registers: [this.prom],
+      collect() {
+        this.reset();
+        this.inc(taskBatches());
       },
     });
   }

@@ -251,6 +251,7 @@ export class NodeListener {
       send: (text) => sendBatched(ws, text),
       close: (code, reason) => ws.close(code, reason),
       terminate: () => ws.terminate(),
+      features: new Set(),
     };
     const reject = (code: string, message: string, taskId?: string) => {
       this.stats.frames_rejected += 1;
@@ -358,6 +359,7 @@ export class NodeListener {
     }
     const previous = this.#registry.get(frame.node_id);
     const previousConn = previous?.conn ?? null;
+    conn.features = new Set(frame.features ?? []);
     const entry = await this.#registry.register(frame, version, conn);
     if (previousConn && previousConn !== conn) {
       // The same node dialled again (a network blip leaves the old socket half-open): the new connection wins.

@@ -17,6 +17,8 @@ export interface NodeConnection {
   /** Drops the socket at once, for a peer that no longer answers a close. */
   terminate(): void;
   readonly remoteAddress: string;
+  /** The optional protocol features the node advertised in its REGISTER (see NodeFeature); empty until then. */
+  features?: ReadonlySet<string>;
 }
 
 export interface NodeEntry {

@@ -22,10 +22,12 @@ import {
   type CertIssuedFrame,
   type DeployFrame,
   type FrameType,
+  NodeFeature,
   type NodePolicy,
   PROTOCOL_VERSIONS,
   type StatePushFrame,
   type SyncResponseFrame,
+  type TaskBatchFrame,
   type TaskFrame,
   type UndeployFrame,
   type WelcomeFrame,
@@ -36,9 +38,11 @@ import {
   generateSigningKeys,
   loadSigningKeys,
   resultHash,
+  type SignedTaskFields,
   type SigningKeys,
   signResult,
   verifyTask,
+  verifyTaskBatch,
   verifyUndeploy,
 } from '../protocol/signing.js';
 import type { StateDocument } from '../protocol/state.js';
@@ -668,6 +672,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       max_concurrency: this.options.maxConcurrency,
       policy: this.policy,
       functions: this.functions.list(),
+      features: [NodeFeature.TaskBatch],
     });
   }
 
@@ -686,6 +691,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
         return;
       case 'TASK':
         this.onTask(conn, frame);
+        return;
+      case 'TASK_BATCH':
+        this.onTaskBatch(conn, frame);
         return;
       case 'CANCEL':
         this.onCancel(frame);
@@ -863,10 +871,46 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
           ? 'TASK gateway_signature does not verify with the gateway key this node paired with'
           : undefined;
     if (why) {
-      this.log.warn('refused a TASK', { code: 'FM_ERR_TASK_SIGNATURE', task_id: frame.task_id, attempt: frame.attempt, reason: why });
-      this.sendError(conn, { code: 'FM_ERR_TASK_SIGNATURE', message: why }, frame.task_id);
+      this.refuseTask(conn, frame, why);
       return;
     }
+    this.runVerifiedTask(conn, frame);
+  }
+
+  /** Several tasks under one gateway signature: verified once, refused whole, or each run as a verified TASK. */
+  private onTaskBatch(conn: Connection, frame: TaskBatchFrame): void {
+    if (!conn.welcomed) {
+      for (const t of frame.tasks) this.sendError(conn, { code: 'FM_ERR_NOT_REGISTERED', message: 'TASK before WELCOME' }, t.task_id);
+      return;
+    }
+    const why =
+      frame.node_id !== this.options.id
+        ? `TASK_BATCH is for node "${frame.node_id}", not "${this.options.id}"`
+        : !verifyTaskBatch(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature)
+          ? 'TASK_BATCH gateway_signature does not verify with the gateway key this node paired with'
+          : undefined;
+    for (const t of frame.tasks) {
+      const task: SignedTaskFields = {
+        task_id: t.task_id,
+        attempt: t.attempt,
+        node_id: frame.node_id,
+        tool_name: t.tool_name,
+        tool_args: t.tool_args,
+        timeout_ms: t.timeout_ms,
+        issued_at: frame.issued_at,
+      };
+      if (why) this.refuseTask(conn, task, why);
+      else this.runVerifiedTask(conn, task);
+    }
+  }
+
+  private refuseTask(conn: Connection, task: SignedTaskFields, why: string): void {
+    this.log.warn('refused a TASK', { code: 'FM_ERR_TASK_SIGNATURE', task_id: task.task_id, attempt: task.attempt, reason: why });
+    this.sendError(conn, { code: 'FM_ERR_TASK_SIGNATURE', message: why }, task.task_id);
+  }
+
+  /** A task whose gateway signature verified: answered again if it already ran, otherwise acknowledged and run. */
+  private runVerifiedTask(conn: Connection, frame: SignedTaskFields): void {
     const key = `${frame.task_id}\u0000${frame.attempt}`;
     const done = this.finishedResults.get(key);
     if (done !== undefined) {
@@ -1021,7 +1065,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.log.debug('CANCEL from gateway', { task_id: frame.task_id, attempt: frame.attempt, matched });
   }
 
-  private sendResult(task: TaskFrame, outcome: RunOutcome, durationMs: number, key: string): void {
+  private sendResult(task: SignedTaskFields, outcome: RunOutcome, durationMs: number, key: string): void {
     const duration_ms = Math.round(durationMs * 1000) / 1000;
     let text = this.encodeResult(task, outcome, duration_ms);
     const size = Buffer.byteLength(text);
@@ -1061,7 +1105,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (pending.length > 0) this.log.info('sent results kept while offline', { count: pending.length });
   }
 
-  private encodeResult(task: TaskFrame, outcome: RunOutcome, duration_ms: number): string {
+  private encodeResult(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number): string {
     const timestamp = new Date().toISOString();
     const hash = resultHash(outcome.ok ? outcome.output : outcome.error);
     return encodeFrame('TASK_RESULT', {

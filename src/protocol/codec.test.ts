@@ -20,6 +20,7 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     public_key: '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n',
     agent_version: '0.1.0',
     max_concurrency: 4,
+    features: ['task_batch'],
   },
   WELCOME: {
     v: 1,
@@ -51,6 +52,17 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     timeout_ms: 30000,
     node_id: 'rpi:device_b',
     issued_at: '2025-01-01T00:00:00.000Z',
+    gateway_signature: 'c2lnbmF0dXJl',
+  },
+  TASK_BATCH: {
+    v: 1,
+    type: 'TASK_BATCH',
+    node_id: 'rpi:device_b',
+    issued_at: '2025-01-01T00:00:00.000Z',
+    tasks: [
+      { task_id: 'task_1', attempt: 1, tool_name: 'echo', tool_args: { text: 'hi' }, timeout_ms: 30000 },
+      { task_id: 'task_2', attempt: 2, tool_name: 'echo', tool_args: null, timeout_ms: 1000 },
+    ],
     gateway_signature: 'c2lnbmF0dXJl',
   },
   TASK_ACK: { v: 1, type: 'TASK_ACK', task_id: 'task_1', attempt: 1 },

@@ -19,6 +19,7 @@ export const FrameType = {
   NodeReady: 'NODE_READY',
   Heartbeat: 'HEARTBEAT',
   Task: 'TASK',
+  TaskBatch: 'TASK_BATCH',
   TaskAck: 'TASK_ACK',
   TaskResult: 'TASK_RESULT',
   Cancel: 'CANCEL',
@@ -113,7 +114,15 @@ export const RegisterFrame = Type.Object({
   policy: Type.Optional(NodePolicySchema),
   /** The deployed functions the node serves (each is also one of `tools`); absent from nodes that predate them. */
   functions: Type.Optional(Type.Array(DeployedFunctionSchema, { maxItems: 1024 })),
+  /** Optional protocol features the node understands (see {@link NodeFeature}); absent from nodes that predate them. */
+  features: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 64 })),
 });
+
+/** Optional protocol features a node may advertise in REGISTER. */
+export const NodeFeature = {
+  /** The node takes TASK_BATCH frames: several tasks under one gateway signature. */
+  TaskBatch: 'task_batch',
+} as const;
 
 export const WelcomeFrame = Type.Object({
   v: Type.Integer({ minimum: 1 }),
@@ -154,6 +163,34 @@ export const TaskFrame = Type.Object({
   node_id: NodeId,
   issued_at: Type.String({ minLength: 1, maxLength: 64 }),
   /** The gateway's Ed25519 signature, base64, over the canonical task fields (see signing.ts). */
+  gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
+});
+
+/** One task of a TASK_BATCH: a TASK frame's fields without those the batch carries once. */
+export const BatchedTaskSchema = Type.Object({
+  task_id: TaskId,
+  attempt: Attempt,
+  tool_name: Type.String({ minLength: 1, maxLength: 128 }),
+  tool_args: Json,
+  timeout_ms: Type.Integer({ minimum: 1 }),
+});
+
+/** The most tasks one TASK_BATCH frame carries. */
+export const MAX_BATCH_TASKS = 4096;
+
+/**
+ * Gateway → node, to nodes that advertise `task_batch`: the tasks sent to one
+ * node in one turn of the gateway's event loop under one signature (see
+ * signing.ts). Each task is then handled exactly as a TASK with the batch's
+ * `node_id` and `issued_at`; a batch whose signature fails is refused whole.
+ */
+export const TaskBatchFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('TASK_BATCH'),
+  node_id: NodeId,
+  issued_at: Type.String({ minLength: 1, maxLength: 64 }),
+  tasks: Type.Array(BatchedTaskSchema, { minItems: 1, maxItems: MAX_BATCH_TASKS }),
+  /** The gateway's Ed25519 signature, base64, over the batch's canonical fields (see signing.ts). */
   gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
 });
 
@@ -342,6 +379,7 @@ export const FrameSchemas = {
   NODE_READY: NodeReadyFrame,
   HEARTBEAT: HeartbeatFrame,
   TASK: TaskFrame,
+  TASK_BATCH: TaskBatchFrame,
   TASK_ACK: TaskAckFrame,
   TASK_RESULT: TaskResultFrame,
   CANCEL: CancelFrame,
@@ -362,6 +400,8 @@ export type WelcomeFrame = Static<typeof WelcomeFrame>;
 export type NodeReadyFrame = Static<typeof NodeReadyFrame>;
 export type HeartbeatFrame = Static<typeof HeartbeatFrame>;
 export type TaskFrame = Static<typeof TaskFrame>;
+export type TaskBatchFrame = Static<typeof TaskBatchFrame>;
+export type BatchedTask = Static<typeof BatchedTaskSchema>;
 export type TaskAckFrame = Static<typeof TaskAckFrame>;
 export type TaskResultFrame = Static<typeof TaskResultFrame>;
 export type CancelFrame = Static<typeof CancelFrame>;
@@ -386,6 +426,7 @@ export type Frame =
   | NodeReadyFrame
   | HeartbeatFrame
   | TaskFrame
+  | TaskBatchFrame
   | TaskAckFrame
   | TaskResultFrame
   | CancelFrame

@@ -11,10 +11,12 @@ import {
   signDeploy,
   signResult,
   signTask,
+  signTaskBatch,
   signUndeploy,
   verifyDeploy,
   verifyResult,
   verifyTask,
+  verifyTaskBatch,
   verifyUndeploy,
 } from './signing.js';
 
@@ -172,6 +174,55 @@ describe('signing - TASK frames', () => {
     expect(verifyTask(other.publicKeyPem, fields, sig)).toBe(false);
     expect(verifyTask('not a key', fields, sig)).toBe(false);
     expect(verifyTask(keys.publicKeyPem, fields, '%%%')).toBe(false);
+  });
+});
+
+describe('signing - TASK_BATCH frames', () => {
+  const keys = loadSigningKeys(generateSigningKeys().privateKeyPem);
+  const task = (n: number) => ({
+    task_id: `task_${n}`,
+    attempt: 1,
+    tool_name: 'unit_convert',
+    tool_args: { value: n, from_unit: 'miles', to_unit: 'km' },
+    timeout_ms: 30_000,
+  });
+  const batch = { node_id: 'rpi:device_b', issued_at: '2025-01-01T00:00:00.000Z', tasks: [task(1), task(2), task(3)] };
+
+  it('signing - one TASK_BATCH signature covers every task and verifies with the gateway key', () => {
+    const sig = signTaskBatch(keys.privateKey, batch);
+    expect(verifyTaskBatch(keys.publicKeyPem, batch, sig)).toBe(true);
+    // What crosses the wire (JSON, any key order) still verifies.
+    const wire = JSON.parse(JSON.stringify({ ...batch, tasks: batch.tasks.map((t) => Object.fromEntries(Object.entries(t).reverse())) }));
+    expect(verifyTaskBatch(keys.publicKeyPem, wire, sig)).toBe(true);
+  });
+
+  it('signing - a task tampered with inside a batch, added, dropped or reordered fails the whole batch', () => {
+    const sig = signTaskBatch(keys.privateKey, batch);
+    const [a, b, c] = batch.tasks as [ReturnType<typeof task>, ReturnType<typeof task>, ReturnType<typeof task>];
+    const tampered: (typeof batch)['tasks'][] = [
+      [a, { ...b, tool_args: { value: 99, from_unit: 'miles', to_unit: 'km' } }, c],
+      [a, { ...b, attempt: 2 }, c],
+      [a, { ...b, task_id: 'task_9' }, c],
+      [a, { ...b, tool_name: 'sys_info' }, c],
+      [a, { ...b, timeout_ms: 60_000 }, c],
+      [a, b, c, task(4)],
+      [a, c],
+      [b, a, c],
+    ];
+    for (const tasks of tampered) expect(verifyTaskBatch(keys.publicKeyPem, { ...batch, tasks }, sig)).toBe(false);
+    expect(verifyTaskBatch(keys.publicKeyPem, { ...batch, node_id: 'android:device_a' }, sig)).toBe(false);
+    expect(verifyTaskBatch(keys.publicKeyPem, { ...batch, issued_at: '2025-01-01T00:00:01.000Z' }, sig)).toBe(false);
+    const other = loadSigningKeys(generateSigningKeys().privateKeyPem);
+    expect(verifyTaskBatch(other.publicKeyPem, batch, sig)).toBe(false);
+    expect(verifyTaskBatch(keys.publicKeyPem, batch, '%%%')).toBe(false);
+  });
+
+  it('signing - a TASK signature never verifies as a one-task batch, nor the other way round', () => {
+    const [t] = batch.tasks as [ReturnType<typeof task>];
+    const single = { ...t, node_id: batch.node_id, issued_at: batch.issued_at };
+    const one = { ...batch, tasks: [t] };
+    expect(verifyTaskBatch(keys.publicKeyPem, one, signTask(keys.privateKey, single))).toBe(false);
+    expect(verifyTask(keys.publicKeyPem, single, signTaskBatch(keys.privateKey, one))).toBe(false);
   });
 });
 

@@ -103,6 +103,39 @@ export function verifyTask(publicKeyPem: string, fields: SignedTaskFields, signa
   }
 }
 
+/** The fields of a TASK_BATCH frame the gateway signs: each task's as in a TASK, `node_id` and `issued_at` once. */
+export interface SignedTaskBatchFields {
+  node_id: string;
+  issued_at: string;
+  tasks: readonly Omit<SignedTaskFields, 'node_id' | 'issued_at'>[];
+}
+
+/** `fieldmesh-task-batch-v1 \n` and the canonical JSON of the batch: its own prefix, so no TASK signature verifies as a batch's. */
+export function taskBatchSigningPayload(b: SignedTaskBatchFields): Buffer {
+  const fields = {
+    issued_at: b.issued_at,
+    node_id: b.node_id,
+    tasks: b.tasks.map((t) => ({
+      attempt: t.attempt,
+      task_id: t.task_id,
+      timeout_ms: t.timeout_ms,
+      tool_args: t.tool_args,
+      tool_name: t.tool_name,
+    })),
+  };
+  return Buffer.from(`fieldmesh-task-batch-v1\n${canonicalJson(fields)}`, 'utf8');
+}
+
+/** The gateway's one signature (base64) over every task of a TASK_BATCH. */
+export function signTaskBatch(key: KeyObject, fields: SignedTaskBatchFields): string {
+  return sign(null, taskBatchSigningPayload(fields), key).toString('base64');
+}
+
+/** Checks a TASK_BATCH frame's gateway_signature; false rather than a throw for malformed input. */
+export function verifyTaskBatch(publicKeyPem: string, fields: SignedTaskBatchFields, signature: string): boolean {
+  return verifyPayload(publicKeyPem, () => taskBatchSigningPayload(fields), signature);
+}
+
 /** The fields of a DEPLOY frame the gateway signs; the bundle itself is covered by its hash. */
 export interface SignedDeployFields {
   deploy_id: string;
