@@ -129,6 +129,30 @@ describe('deployable functions', () => {
     expect(Object.keys((a.output as { proc: object }).proc).sort()).toEqual(['ONLY_A', 'SHARED']);
   });
 
+  it('functions - a worker is reused between calls to the same version, and a timeout or a redeploy starts a fresh one', async () => {
+    const counter = (version: number) =>
+      `let calls = 0;\nexport default (args) => {\n  calls++;\n  if (args.spin) for (;;) {}\n  if (args.fail) throw new Error('asked to fail');\n  return { calls, version: ${version} };\n};\n`;
+    const target = { kind: 'explicit' as const, node_id: 'fn:south' };
+    expect((await deploy({ name: 'counter', bundle: counter(1), timeout_seconds: 1, target })).deployed).toBe(1);
+    const count = async (args: Record<string, unknown> = {}) => (await call('counter', 'fn:south', args)).output;
+
+    // Module scope lives on in the worker: the second call sees the first one's count.
+    expect(await count()).toEqual({ calls: 1, version: 1 });
+    expect(await count()).toEqual({ calls: 2, version: 1 });
+    // A throw leaves the worker healthy, so it is kept.
+    expect(await call('counter', 'fn:south', { fail: true })).toMatchObject({ ok: false, error: { code: 'FM_ERR_EXECUTION' } });
+    expect(await count()).toEqual({ calls: 4, version: 1 });
+    // A call over its time limit ends its worker: the next call starts from a fresh module.
+    expect(await call('counter', 'fn:south', { spin: true })).toMatchObject({ ok: false, error: { code: 'FM_ERR_TOOL_TIMEOUT' } });
+    expect(await count()).toEqual({ calls: 1, version: 1 });
+    expect(await count()).toEqual({ calls: 2, version: 1 });
+
+    // A redeploy discards the old version's workers: the next call runs the new code from a fresh module.
+    expect((await deploy({ name: 'counter', bundle: counter(2), timeout_seconds: 1, target })).deployed).toBe(1);
+    expect(await count()).toEqual({ calls: 1, version: 2 });
+    expect(await count()).toEqual({ calls: 2, version: 2 });
+  });
+
   it('functions - deployed functions survive a node restart and are advertised again', async () => {
     await stopNode('fn:north');
     const restarted = await c.startNode({ id: 'fn:north', capabilities: ['site:north'], extraArgs: ALLOW });

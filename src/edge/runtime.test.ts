@@ -263,6 +263,18 @@ describe('edge - runtime limits', () => {
     expect(err.message).toContain('32 MB');
     await expect(runtime.invoke('ok', 41)).resolves.toBe(42);
   });
+
+  it('edge - a worker that ran out of memory is not reused: the next call starts from a fresh module', async () => {
+    const runtime = newRuntime();
+    const source =
+      'let calls = 0;\nexport default (args) => { calls++; if (args.hog) { const keep = []; for (;;) keep.push({ s: String(keep.length) }); } return calls; };';
+    runtime.deploy(new EdgeFunction({ id: 'hog', name: 'hog', memoryMb: 32, handler: { source } }));
+    await expect(runtime.invoke('hog', {})).resolves.toBe(1);
+    await expect(runtime.invoke('hog', {})).resolves.toBe(2);
+    expect((await rejection(runtime.invoke('hog', { hog: true }))).code).toBe('FM_ERR_OUT_OF_MEMORY');
+    await expect(runtime.invoke('hog', {})).resolves.toBe(1);
+    runtime.close();
+  });
 });
 
 describe('edge - runtime environments', () => {
@@ -490,5 +502,24 @@ describe('edge - runtime state', () => {
     expect(await runtime.invoke('keep')).toBe(1);
     await expect(kept!.set('doc', { after: true })).rejects.toMatchObject({ code: 'FM_ERR_CANCELLED' });
     expect(state.docs.get('doc')?.data).toEqual({ during: true });
+  });
+
+  it('edge - a reused worker refuses the ctx.state of a call that has finished', async () => {
+    const state = memoryState();
+    const runtime = withState(state);
+    const source = `let kept;
+export default async (_args, ctx) => {
+  if (!kept) {
+    kept = ctx.state;
+    return (await ctx.state.set('doc', { first: true })).version;
+  }
+  const refused = await kept.set('doc', { stale: true }).then(() => 'accepted', (err) => err.code);
+  return [refused, (await ctx.state.set('doc', { second: true })).version];
+};`;
+    runtime.deploy(new EdgeFunction({ id: 'keep', name: 'keep', handler: { source } }));
+    expect(await runtime.invoke('keep')).toBe(1);
+    expect(await runtime.invoke('keep')).toEqual(['FM_ERR_CANCELLED', 2]);
+    expect(state.docs.get('doc')?.data).toEqual({ second: true });
+    runtime.close();
   });
 });

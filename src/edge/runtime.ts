@@ -1,4 +1,5 @@
 // EdgeRuntime: deploys functions on one edge node and invokes them within their time and memory limits (design doc 002, section 2.4; issue 7, items 2 and 5).
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
@@ -12,30 +13,37 @@ import { localState, replyTo, type StateCall, type StateHost, serveStateCall, st
  * The worker's code, started with `eval: true` rather than from a file next to
  * this module: under Vitest this module is a `.ts` file with no compiled `.js`
  * beside it, and from `dist/` a separate file would have to be kept in step.
- * A string runs the same in both. It loads the handler module, calls its
- * default export once and posts back the result or what was thrown. Its
- * `ctx.state` is the client the tool workers use, embedded as source; the port
- * stays referenced only while a state call awaits its reply, so a handler
- * pending on nothing else still ends its thread.
+ * A string runs the same in both. It loads the handler module once, then runs
+ * one call at a time as `{ type: 'call', id, args }` messages arrive, posting
+ * back the result or what was thrown with the call's id and how full its heap
+ * is. Before each call `process.env` is put back to the function's own
+ * environment. Its `ctx.state` is the client the tool workers use, embedded as
+ * source. While a call runs, the port stays referenced only while a state call
+ * awaits its reply, so a handler pending on nothing else still ends its
+ * thread; between calls it stays referenced, so the thread waits for the next.
  */
 const WORKER_SOURCE = `'use strict';
 const { parentPort, workerData } = require('node:worker_threads');
+const { getHeapStatistics } = require('node:v8');
 const stateClient = ${String(stateClient)};
-function contextState() {
-  let listening = false;
-  const client = stateClient(
-    (call) => {
-      if (!listening) {
-        listening = true;
-        parentPort.on('message', (reply) => client.receive(reply));
-      }
-      parentPort.postMessage(call);
-    },
-    (error) => Object.assign(new Error(error.message), { name: 'FieldmeshError', code: error.code }),
-    (waiting) => (waiting > 0 ? parentPort.ref() : parentPort.unref()),
-  );
-  return client.stateFor(1);
-}
+const { specifier, functionId, nodeId } = workerData;
+const baseEnv = { ...process.env };
+let running = false;
+let waiting = 0;
+const holdPort = () => (running && waiting === 0 ? parentPort.unref() : parentPort.ref());
+const client = stateClient(
+  (call) => parentPort.postMessage(call),
+  (error) => Object.assign(new Error(error.message), { name: 'FieldmeshError', code: error.code }),
+  (n) => {
+    waiting = n;
+    holdPort();
+  },
+);
+const loading = import(specifier).then((mod) => {
+  if (typeof mod.default !== 'function') throw new TypeError('the module has no default export function');
+  return mod.default;
+});
+loading.catch(() => undefined);
 function describe(thrown) {
   if (thrown instanceof Error) {
     const error = { name: thrown.name, message: thrown.message, stack: thrown.stack };
@@ -44,46 +52,64 @@ function describe(thrown) {
   }
   return { value: thrown };
 }
+function heap() {
+  const h = getHeapStatistics();
+  return h.used_heap_size / h.heap_size_limit;
+}
 function send(reply) {
   try {
-    parentPort.postMessage(reply);
+    parentPort.postMessage({ ...reply, heap: heap() });
   } catch (err) {
     // The result or the thrown value could not be cloned; say so instead of going silent.
-    if (reply.ok) parentPort.postMessage({ ok: false, stage: 'result', thrown: describe(err) });
-    else parentPort.postMessage({ ok: false, stage: reply.stage, thrown: { value: String(reply.thrown.value) } });
+    const { id } = reply;
+    if (reply.ok) parentPort.postMessage({ id, ok: false, stage: 'result', thrown: describe(err), heap: heap() });
+    else parentPort.postMessage({ id, ok: false, stage: reply.stage, thrown: { value: String(reply.thrown.value) }, heap: heap() });
   }
 }
-(async () => {
-  const { specifier, args, functionId, nodeId } = workerData;
-  let handler;
+function resetEnv() {
+  for (const key of Object.keys(process.env)) if (!Object.hasOwn(baseEnv, key)) delete process.env[key];
+  Object.assign(process.env, baseEnv);
+}
+async function run(id, args) {
+  running = true;
+  holdPort();
+  let reply;
   try {
-    const mod = await import(specifier);
-    handler = mod.default;
-    if (typeof handler !== 'function') throw new TypeError('the module has no default export function');
+    const handler = await loading.catch((err) => {
+      reply = { id, ok: false, stage: 'load', thrown: describe(err) };
+    });
+    if (!reply) {
+      resetEnv();
+      const env = Object.freeze({ ...process.env });
+      const state = client.stateFor(id);
+      const output = await handler(args, { functionId, nodeId, env, signal: new AbortController().signal, state });
+      reply = { id, ok: true, output };
+    }
   } catch (err) {
-    send({ ok: false, stage: 'load', thrown: describe(err) });
-    return;
+    reply = { id, ok: false, stage: 'run', thrown: describe(err) };
   }
-  try {
-    const env = Object.freeze({ ...process.env });
-    const state = contextState();
-    const output = await handler(args, { functionId, nodeId, env, signal: new AbortController().signal, state });
-    send({ ok: true, output });
-  } catch (err) {
-    send({ ok: false, stage: 'run', thrown: describe(err) });
-  }
-})();
+  running = false;
+  holdPort();
+  send(reply);
+}
+parentPort.on('message', (msg) => {
+  if (msg.type === 'state_reply') client.receive(msg);
+  else if (msg.type === 'call') void run(msg.id, msg.args);
+});
 `;
 
 interface WorkerData {
   specifier: string;
-  args: unknown;
   functionId: string;
   nodeId: string;
 }
 
 type Thrown = { error: { name: string; message: string; stack?: string; code?: string | number } } | { value: unknown };
-type WorkerReply = { ok: true; output: unknown } | { ok: false; stage: 'load' | 'run' | 'result'; thrown: Thrown };
+/** A call's answer; `heap` is how full the worker's heap was after it (used over limit). */
+type WorkerReply = { id: number; heap: number } & (
+  | { ok: true; output: unknown }
+  | { ok: false; stage: 'load' | 'run' | 'result'; thrown: Thrown }
+);
 
 /** setTimeout fires at once beyond a signed 32-bit delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -98,6 +124,10 @@ export interface EdgeRuntimeOptions {
   metrics?: EdgeMetrics;
   /** Serves functions' `ctx.state`; without it their state calls fail with FM_ERR_INTERNAL. */
   state?: StateHost;
+  /** How many idle worker threads are kept for later calls, over all functions together (default: the machine's parallelism; 0 keeps none). */
+  warmWorkers?: number;
+  /** How long an idle worker is kept before it is ended (default 60 s). */
+  idleWorkerMs?: number;
 }
 
 /**
@@ -111,31 +141,51 @@ export interface EdgeRuntimeOptions {
  * started with. Each call owns its worker, timer and abort signal, and settles
  * exactly once however its reply, error, exit and time limit race.
  *
- * A worker handler gets a fresh worker thread per call: a call that hit its
- * memory or time limit leaves nothing behind for the next one, and the limit
- * covers that call alone. The cost is a thread start per call, and as many
- * threads as calls in flight.
+ * A worker handler runs in a worker thread that has loaded that version of
+ * the function, with its heap limit and only its environment, one call at a
+ * time. After a call that left it healthy the thread is kept idle (unref'd,
+ * so it never keeps the process alive) and the next call to the same version
+ * reuses it, so module-level state may persist between calls. A thread that
+ * hit its time limit, was stopped, ran out of memory or crashed is ended and
+ * never reused; so are a version's idle threads once it is redeployed or
+ * undeployed, a thread idle for `idleWorkerMs`, and the oldest idle threads
+ * beyond `warmWorkers`. A thread never runs another function or version.
  */
 export class EdgeRuntime {
   readonly node: EdgeNode;
   private readonly functions = new Map<string, EdgeFunction>();
   private readonly metrics: EdgeMetrics | undefined;
   private readonly state: StateHost | undefined;
+  /** Idle workers, oldest first. */
+  private readonly idle: FunctionWorker[] = [];
+  private readonly warmWorkers: number;
+  private readonly idleWorkerMs: number;
+  private closed = false;
 
   constructor(node: EdgeNode, options: EdgeRuntimeOptions = {}) {
     this.node = node;
     this.metrics = options.metrics;
     this.state = options.state;
+    this.warmWorkers = options.warmWorkers ?? availableParallelism();
+    this.idleWorkerMs = options.idleWorkerMs ?? 60_000;
   }
 
-  /** Deploys a function, replacing one with the same id. */
+  /** Deploys a function, replacing one with the same id (whose idle workers are ended). */
   deploy(fn: EdgeFunction): void {
     this.functions.set(fn.id, fn);
+    this.endIdle((w) => w.fn.id === fn.id && w.fn !== fn);
   }
 
-  /** Removes a function; false if it was not deployed. Calls already running finish. */
+  /** Removes a function; false if it was not deployed. Calls already running finish; its idle workers are ended. */
   undeploy(functionId: string): boolean {
+    this.endIdle((w) => w.fn.id === functionId);
     return this.functions.delete(functionId);
+  }
+
+  /** Ends the idle workers and keeps none from now on; later calls still run, each in a thread of its own. */
+  close(): void {
+    this.closed = true;
+    this.endIdle(() => true);
   }
 
   /** The deployed functions, in deployment order. */
@@ -176,13 +226,63 @@ export class EdgeRuntime {
       const output =
         typeof handler === 'function'
           ? await runInProcess(fn, handler, args, nodeId, options.signal, this.state)
-          : await runInWorker(fn, handler, args, nodeId, options.signal, this.state);
+          : await this.runInWorker(fn, handler, args, options.signal);
       this.metrics?.record({ functionId, nodeId, durationMs: performance.now() - started, success: true });
       return output;
     } catch (err) {
       const error = err instanceof EdgeExecutionError ? `${err.code}: ${err.message}` : String(err);
       this.metrics?.record({ functionId, nodeId, durationMs: performance.now() - started, success: false, error });
       throw err;
+    }
+  }
+
+  private runInWorker(
+    fn: EdgeFunction,
+    handler: EdgeModuleHandler | EdgeSourceHandler,
+    args: unknown,
+    signal: AbortSignal | undefined,
+  ): Promise<unknown> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return runOnWorker(this.takeWorker(fn, handler), args, this.node.id, signal, (w) => this.keepWorker(w));
+  }
+
+  /** The most recently used idle worker of this very version, or a new one. */
+  private takeWorker(fn: EdgeFunction, handler: EdgeModuleHandler | EdgeSourceHandler): FunctionWorker {
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const w = this.idle[i] as FunctionWorker;
+      if (w.fn !== fn || w.gone) continue;
+      this.idle.splice(i, 1);
+      clearTimeout(w.idleTimer);
+      w.worker.ref();
+      return w;
+    }
+    return new FunctionWorker(fn, handler, this.node.id, this.state, (w) => this.dropIdle(w));
+  }
+
+  private keepWorker(w: FunctionWorker): void {
+    if (this.closed || w.gone || this.warmWorkers < 1 || this.functions.get(w.fn.id) !== w.fn) {
+      w.terminate();
+      return;
+    }
+    w.worker.unref();
+    w.idleTimer = setTimeout(() => {
+      this.dropIdle(w);
+      w.terminate();
+    }, this.idleWorkerMs);
+    w.idleTimer.unref();
+    this.idle.push(w);
+    while (this.idle.length > this.warmWorkers) this.idle.shift()?.terminate();
+  }
+
+  private dropIdle(w: FunctionWorker): void {
+    const i = this.idle.indexOf(w);
+    if (i >= 0) this.idle.splice(i, 1);
+  }
+
+  private endIdle(which: (w: FunctionWorker) => boolean): void {
+    for (const w of this.idle.filter(which)) {
+      this.dropIdle(w);
+      w.terminate();
     }
   }
 }
@@ -284,105 +384,182 @@ function revive(thrown: Thrown): unknown {
   return err;
 }
 
-/** A fresh worker per call, with the function's heap limit and environment, terminated at its time limit. */
-function runInWorker(
-  fn: EdgeFunction,
-  handler: EdgeModuleHandler | EdgeSourceHandler,
+/** What the running call hears from its worker. */
+interface CallSink {
+  id: number;
+  answer(reply: WorkerReply): void;
+  fail(err: Error & { code?: string }): void;
+  exit(code: number): void;
+}
+
+/**
+ * A worker thread that has loaded one version of one function (one
+ * {@link EdgeFunction} object), with that function's heap limit and
+ * environment, and runs its calls one at a time. It serves `ctx.state` to the
+ * running call only: a state call tagged with another call's id is refused.
+ */
+class FunctionWorker {
+  readonly fn: EdgeFunction;
+  readonly worker: Worker;
+  idleTimer: NodeJS.Timeout | undefined;
+  #call: CallSink | undefined;
+  #nextId = 1;
+  #gone = false;
+
+  /** `onGone` hears of a thread that failed or ended while no call ran on it. */
+  constructor(
+    fn: EdgeFunction,
+    handler: EdgeModuleHandler | EdgeSourceHandler,
+    nodeId: string,
+    state: StateHost | undefined,
+    onGone: (w: FunctionWorker) => void,
+  ) {
+    this.fn = fn;
+    const data: WorkerData = { specifier: specifierOf(handler), functionId: fn.id, nodeId };
+    this.worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: data,
+      env: { ...fn.environment },
+      resourceLimits: { maxOldGenerationSizeMb: fn.memoryMb },
+    });
+    const end = (tell: (call: CallSink) => void) => {
+      this.#gone = true;
+      if (this.#call) tell(this.#call);
+      else onGone(this);
+    };
+    this.worker.on('message', (msg: WorkerReply | StateCall) => {
+      if ('type' in msg) serveStateCall(state, msg, this.#call?.id === msg.id, replyTo(this.worker));
+      else if (msg.id === this.#call?.id) this.#call.answer(msg);
+    });
+    this.worker.on('error', (err: Error & { code?: string }) => end((call) => call.fail(err)));
+    this.worker.on('exit', (code) => end((call) => call.exit(code)));
+  }
+
+  /** True once the thread failed or ended: it is never used again. */
+  get gone(): boolean {
+    return this.#gone;
+  }
+
+  /** Sends a call; throws, running nothing, when `args` cannot be copied to the thread. */
+  start(args: unknown, sink: Omit<CallSink, 'id'>): void {
+    const id = this.#nextId++;
+    this.#call = { id, ...sink };
+    try {
+      this.worker.postMessage({ type: 'call', id, args });
+    } catch (err) {
+      this.#call = undefined;
+      throw err;
+    }
+  }
+
+  /** The call has settled: nothing the thread says about it is heard any more. */
+  finish(): void {
+    this.#call = undefined;
+  }
+
+  terminate(): void {
+    this.#gone = true;
+    clearTimeout(this.idleTimer);
+    void this.worker.terminate().catch(() => undefined);
+  }
+}
+
+/** A worker kept after a call whose heap is fuller than this share of its limit is ended instead, so the next call starts with room. */
+const MAX_KEPT_HEAP = 0.5;
+
+/**
+ * One call on `w`, within the function's time limit and `signal`. `keep` gets
+ * the worker back after a call that left it healthy: it answered, its module
+ * loaded and its heap is not near its limit (a throw inside the function
+ * counts as healthy). A worker that hit the time limit, was stopped by
+ * `signal`, ran out of memory, crashed or ended is terminated, never kept.
+ */
+function runOnWorker(
+  w: FunctionWorker,
   args: unknown,
   nodeId: string,
   signal: AbortSignal | undefined,
-  state: StateHost | undefined,
+  keep: (w: FunctionWorker) => void,
 ): Promise<unknown> {
+  const fn = w.fn;
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const data: WorkerData = { specifier: specifierOf(handler), args, functionId: fn.id, nodeId };
-    let worker: Worker;
-    try {
-      worker = new Worker(WORKER_SOURCE, {
-        eval: true,
-        workerData: data,
-        env: { ...fn.environment },
-        resourceLimits: { maxOldGenerationSizeMb: fn.memoryMb },
-      });
-    } catch (err) {
-      // workerData is cloned here, so arguments that hold functions or other uncloneable values fail at this point.
-      reject(
-        new EdgeExecutionError(
-          EdgeErrorCode.INVALID_ARGS,
-          `Arguments for function "${fn.id}" cannot be copied to its worker: ${err instanceof Error ? err.message : String(err)}`,
-          { cause: err, functionId: fn.id, nodeId },
-        ),
-      );
-      return;
-    }
     let settled = false;
-    const settle = (finish: () => void): void => {
+    const settle = (reuse: boolean, finish: () => void): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
+      w.finish();
       finish();
-      // Also after a reply: the handler may have left timers or sockets that would keep the thread alive.
-      void worker.terminate().catch(() => undefined);
+      if (reuse) keep(w);
+      else w.terminate();
     };
-    const timer = setTimeout(() => settle(() => reject(timeoutError(fn, nodeId))), timerMs(fn));
-    const onAbort = () => settle(() => reject(signal?.reason));
+    const timer = setTimeout(() => settle(false, () => reject(timeoutError(fn, nodeId))), timerMs(fn));
+    const onAbort = () => settle(false, () => reject(signal?.reason));
     signal?.addEventListener('abort', onAbort, { once: true });
-    worker.on('message', (reply: WorkerReply | StateCall) => {
-      if ('type' in reply) {
-        // Only the running call may use state: a call that arrives after it settled is refused.
-        serveStateCall(state, reply, !settled, replyTo(worker));
-        return;
-      }
-      settle(() => {
-        if (reply.ok) {
-          resolve(reply.output);
-          return;
-        }
-        const what =
-          reply.stage === 'load' ? 'could not be loaded' : reply.stage === 'result' ? 'returned a value that cannot be copied' : 'failed';
-        reject(executionError(fn, nodeId, revive(reply.thrown), what));
-      });
-    });
-    worker.on('error', (err: Error & { code?: string }) => {
-      settle(() => {
-        if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
-          reject(
-            new EdgeExecutionError(EdgeErrorCode.OUT_OF_MEMORY, `Function "${fn.id}" ran out of memory (limit ${fn.memoryMb} MB)`, {
-              cause: err,
-              functionId: fn.id,
-              nodeId,
-            }),
-          );
-        } else {
-          // An uncaught throw outside the awaited handler, e.g. from a timer it started.
-          reject(executionError(fn, nodeId, err));
-        }
-      });
-    });
-    worker.on('exit', (code) => {
-      settle(() => {
-        if (code === 0) {
-          // A thread ends by itself once nothing is left to run: the handler awaited something that can never settle.
-          reject(
-            new EdgeExecutionError(
-              EdgeErrorCode.EXECUTION,
-              `Function "${fn.id}" ended without a result: its thread ran out of work while the handler was still pending`,
-              { functionId: fn.id, nodeId },
-            ),
-          );
-          return;
-        }
-        reject(
-          new EdgeExecutionError(EdgeErrorCode.WORKER_CRASHED, `Function "${fn.id}" exited with code ${code} before returning`, {
-            functionId: fn.id,
-            nodeId,
+    try {
+      w.start(args, {
+        answer: (reply) =>
+          settle(reply.heap < MAX_KEPT_HEAP && (reply.ok || reply.stage !== 'load'), () => {
+            if (reply.ok) {
+              resolve(reply.output);
+              return;
+            }
+            const what =
+              reply.stage === 'load'
+                ? 'could not be loaded'
+                : reply.stage === 'result'
+                  ? 'returned a value that cannot be copied'
+                  : 'failed';
+            reject(executionError(fn, nodeId, revive(reply.thrown), what));
           }),
-        );
+        fail: (err) =>
+          settle(false, () => {
+            if (err.code === 'ERR_WORKER_OUT_OF_MEMORY') {
+              reject(
+                new EdgeExecutionError(EdgeErrorCode.OUT_OF_MEMORY, `Function "${fn.id}" ran out of memory (limit ${fn.memoryMb} MB)`, {
+                  cause: err,
+                  functionId: fn.id,
+                  nodeId,
+                }),
+              );
+            } else {
+              // An uncaught throw outside the awaited handler, e.g. from a timer it started.
+              reject(executionError(fn, nodeId, err));
+            }
+          }),
+        exit: (code) =>
+          settle(false, () => {
+            if (code === 0) {
+              // A thread ends by itself once nothing is left to run: the handler awaited something that can never settle.
+              reject(
+                new EdgeExecutionError(
+                  EdgeErrorCode.EXECUTION,
+                  `Function "${fn.id}" ended without a result: its thread ran out of work while the handler was still pending`,
+                  { functionId: fn.id, nodeId },
+                ),
+              );
+              return;
+            }
+            reject(
+              new EdgeExecutionError(EdgeErrorCode.WORKER_CRASHED, `Function "${fn.id}" exited with code ${code} before returning`, {
+                functionId: fn.id,
+                nodeId,
+              }),
+            );
+          }),
       });
-    });
+    } catch (err) {
+      // The arguments are cloned when sent, so ones that hold functions or other uncloneable values fail here, and the worker stays healthy.
+      settle(true, () =>
+        reject(
+          new EdgeExecutionError(
+            EdgeErrorCode.INVALID_ARGS,
+            `Arguments for function "${fn.id}" cannot be copied to its worker: ${err instanceof Error ? err.message : String(err)}`,
+            { cause: err, functionId: fn.id, nodeId },
+          ),
+        ),
+      );
+    }
   });
 }

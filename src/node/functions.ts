@@ -2,11 +2,13 @@
  * Deployed functions on a node (issue 7, items 1–2): DEPLOY bundles whose
  * gateway signature and hash verify are kept in `<data dir>/functions`, served
  * as tools of the same name, and reloaded (and verified again) at start. Each
- * call runs in a fresh worker thread through the edge runtime, with the
- * function's heap limit, its time limit and only its own environment, and
- * reads and writes the node's state documents through `ctx.state`. Functions
- * take the same task slots as tools, so the node's max concurrency bounds
- * both together.
+ * call runs in a worker thread through the edge runtime, with the function's
+ * heap limit, its time limit and only its own environment, and reads and
+ * writes the node's state documents through `ctx.state`. Functions take the
+ * same task slots as tools, so the node's max concurrency bounds both
+ * together. A worker left healthy by a call is kept for the next call to the
+ * same version of the same function; the node keeps at most as many idle
+ * workers as it has slots, each for at most a minute.
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -84,7 +86,10 @@ export class FunctionHost {
   private constructor(opts: FunctionHostOptions) {
     this.#opts = opts;
     this.#dir = join(opts.dataDir, FUNCTIONS_DIR);
-    this.#runtime = new EdgeRuntime(new EdgeNode({ id: opts.nodeId, name: opts.nodeId }), { state: opts.state });
+    this.#runtime = new EdgeRuntime(new EdgeNode({ id: opts.nodeId, name: opts.nodeId }), {
+      state: opts.state,
+      warmWorkers: opts.slots.size,
+    });
   }
 
   /** Loads the functions stored in the data dir whose signature still verifies. */
@@ -220,9 +225,10 @@ export class FunctionHost {
     };
   }
 
-  /** Stops every call (FM_ERR_SHUTTING_DOWN) and refuses new ones. */
+  /** Stops every call (FM_ERR_SHUTTING_DOWN), ends the idle workers and refuses new calls. */
   close(): void {
     this.#closed = true;
+    this.#runtime.close();
     for (const c of this.#calls) c.abort(new FieldmeshError('FM_ERR_SHUTTING_DOWN', 'Node is shutting down', { retryable: true }));
   }
 
