@@ -2,8 +2,9 @@
  * Deployed functions: how long a deploy takes to reach a node and be
  * acknowledged (`POST /v1/functions` round trip, each run a new version), and
  * what a call to a deployed function costs next to a built-in tool on the same
- * node. A function call starts a fresh worker thread under the function's own
- * limits; a built-in tool runs in the node's warm worker pool. Both are called
+ * node. A function call runs in a worker thread under the function's own
+ * limits, reused from the call before when that one left it healthy; a
+ * built-in tool runs in the node's warm worker pool. Both are called
  * closed-loop through the gateway, sequentially and with `--concurrency` in
  * flight.
  */

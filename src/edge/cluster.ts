@@ -39,14 +39,18 @@ export class EdgeCluster {
   registerNode(node: EdgeNode): EdgeRuntime {
     const runtime = new EdgeRuntime(node, this.metrics === undefined ? {} : { metrics: this.metrics });
     const previous = this.runtimes.get(node.id);
-    if (previous) for (const fn of previous.listFunctions()) runtime.deploy(fn);
+    if (previous) {
+      for (const fn of previous.listFunctions()) runtime.deploy(fn);
+      previous.close();
+    }
     this.nodes.set(node.id, node);
     this.runtimes.set(node.id, runtime);
     return runtime;
   }
 
-  /** Removes a node and its runtime; false if no such node. */
+  /** Removes a node and its runtime (whose idle workers end); false if no such node. */
   deregisterNode(nodeId: string): boolean {
+    this.runtimes.get(nodeId)?.close();
     this.runtimes.delete(nodeId);
     return this.nodes.delete(nodeId);
   }

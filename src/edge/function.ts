@@ -61,10 +61,12 @@ export interface EdgeFunctionInit {
  * A function deployable to edge nodes.
  *
  * How the limits hold depends on the handler:
- * - `{ module }` or `{ source }`: each call runs in a fresh worker thread with
+ * - `{ module }` or `{ source }`: each call runs in a worker thread with
  *   `resourceLimits.maxOldGenerationSizeMb = memoryMb`, `process.env` set to
- *   `environment` alone, and is terminated at `timeoutSeconds`. Arguments and
- *   results cross the thread boundary by structured clone. The heap limit
+ *   `environment` alone, and is terminated at `timeoutSeconds`. A thread that
+ *   a call left healthy runs later calls of the same function object, so
+ *   module-level state may persist between them (see `EdgeRuntime`).
+ *   Arguments and results cross the thread boundary by structured clone. The heap limit
  *   covers JavaScript objects, strings and arrays; the bytes behind
  *   ArrayBuffers and Buffers live outside the V8 heap and are not counted.
  * - a plain function: a closure cannot be moved to another thread (it may
