@@ -264,6 +264,29 @@ describe('edge - runtime limits', () => {
     await expect(runtime.invoke('ok', 41)).resolves.toBe(42);
   });
 
+  it('edge - a worker is reused by the same version only, and not after its idle time or with warmWorkers 0', async () => {
+    const source = 'let calls = 0;\nexport default () => ++calls;';
+    const node = new EdgeNode({ id: 'edge-01', name: 'warehouse-sensor' });
+    const runtime = new EdgeRuntime(node, { idleWorkerMs: 50 });
+    runtime.deploy(new EdgeFunction({ id: 'count', name: 'count', handler: { source } }));
+    await expect(runtime.invoke('count')).resolves.toBe(1);
+    await expect(runtime.invoke('count')).resolves.toBe(2);
+    await new Promise((r) => setTimeout(r, 300));
+    await expect(runtime.invoke('count')).resolves.toBe(1);
+    // The same code deployed again is a new version: it gets a worker of its own.
+    runtime.deploy(new EdgeFunction({ id: 'count', name: 'count', handler: { source } }));
+    await expect(runtime.invoke('count')).resolves.toBe(1);
+    // Closing ends the idle worker; a closed runtime still serves calls, each in a worker of its own.
+    runtime.close();
+    await expect(runtime.invoke('count')).resolves.toBe(1);
+    await expect(runtime.invoke('count')).resolves.toBe(1);
+
+    const cold = new EdgeRuntime(node, { warmWorkers: 0 });
+    cold.deploy(new EdgeFunction({ id: 'count', name: 'count', handler: { source } }));
+    await expect(cold.invoke('count')).resolves.toBe(1);
+    await expect(cold.invoke('count')).resolves.toBe(1);
+  });
+
   it('edge - a worker that ran out of memory is not reused: the next call starts from a fresh module', async () => {
     const runtime = newRuntime();
     const source =
