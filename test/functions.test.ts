@@ -292,7 +292,10 @@ describe('deployable functions', () => {
     const before = (await c.gateway.client.listFunctions()).map((f) => [f.name, f.version, f.bundle_sha256]);
     await c.restartGateway(true);
     expect((await c.gateway.client.listFunctions()).map((f) => [f.name, f.version, f.bundle_sha256])).toEqual(before);
-    await waitFor('fn:north back ONLINE', async () => (await c.gateway.client.getNode('fn:north')).status === 'ONLINE');
+    // Every node reconnects by itself; the tests after this one use them all.
+    for (const id of nodes.keys()) {
+      await waitFor(`${id} back ONLINE`, async () => (await c.gateway.client.getNode(id)).status === 'ONLINE');
+    }
     expect(await call('whoami', 'fn:north', { after: 'gateway restart' })).toMatchObject({ ok: true, output: { node: 'fn:north' } });
     expect(await hasTool('fn:north', 'whoami')).toBe(true);
   });
