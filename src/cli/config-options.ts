@@ -25,6 +25,8 @@ import {
 } from '../core/config.js';
 import { FieldmeshError } from '../core/errors.js';
 import type { LogLevel } from '../core/logger.js';
+import { DEFAULT_MDNS_SERVICE } from '../discovery/mdns.js';
+import { DEFAULT_MULTICAST_GROUP, DEFAULT_MULTICAST_PORT } from '../discovery/options.js';
 import type { GatewayFileOptions } from '../gateway/options.js';
 import { TOOL_MODES, type ToolMode } from '../gateway/tool-policy.js';
 import { defaultPlatform, type NodeFileOptions, parseLocation } from '../node/options.js';
@@ -32,10 +34,6 @@ import { defaultDataDir } from './client.js';
 import { intOption } from './format.js';
 
 export type Role = 'gateway' | 'node';
-
-export const DEFAULT_MULTICAST_GROUP = '239.255.70.77';
-export const DEFAULT_MULTICAST_PORT = 37020;
-export const DEFAULT_SERVICE_NAME = '_fieldmesh._tcp.local.';
 
 /** Everything `fieldmesh gateway` takes from flags, variables and the file. */
 export type GatewayConfigOptions = GatewayFileOptions;
@@ -80,7 +78,7 @@ function gatewayDefaults(controller: boolean): ConfigFile {
               peers: [],
               group: DEFAULT_MULTICAST_GROUP,
               port: DEFAULT_MULTICAST_PORT,
-              service_name: DEFAULT_SERVICE_NAME,
+              service_name: DEFAULT_MDNS_SERVICE,
             },
           },
         }
@@ -99,7 +97,7 @@ function nodeDefaults(): ConfigFile {
       heartbeat_interval_ms: 1000,
       worker_memory_mb: 256,
       log_level: 'info',
-      discovery: { method: 'static', group: DEFAULT_MULTICAST_GROUP, port: DEFAULT_MULTICAST_PORT, service_name: DEFAULT_SERVICE_NAME },
+      discovery: { method: 'static', group: DEFAULT_MULTICAST_GROUP, port: DEFAULT_MULTICAST_PORT, service_name: DEFAULT_MDNS_SERVICE },
       policy: { max_concurrent_tasks: Math.min(availableParallelism(), 4096), allow_deploy: false },
     },
   };
@@ -257,7 +255,7 @@ export function gatewayOptionsFromConfig(doc: ConfigFile): GatewayConfigOptions 
         }),
       };
     }
-    if (d.method === 'mdns') out.discovery = { mdns: { serviceName: d.service_name ?? DEFAULT_SERVICE_NAME } };
+    if (d.method === 'mdns') out.discovery = { mdns: { serviceName: d.service_name ?? DEFAULT_MDNS_SERVICE } };
   }
   return out;
 }

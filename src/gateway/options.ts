@@ -2,7 +2,7 @@
 import { formatHostPort, type HostPort, parseHostPort } from '../core/address.js';
 import { FieldmeshError } from '../core/errors.js';
 import { createLogger, type Logger, type LogLevel } from '../core/logger.js';
-import { parseServiceName } from '../discovery/mdns.js';
+import { DEFAULT_MDNS_SERVICE, parseServiceName } from '../discovery/mdns.js';
 import { compileMulticastOptions, intOption } from '../discovery/options.js';
 import { type PeerEndpoint, parsePeerEndpoint } from '../protocol/peers.js';
 import { type CompiledToolPolicy, compileToolPolicy, type ToolPolicyOptions } from './tool-policy.js';
@@ -220,7 +220,7 @@ function compileDiscovery(d: GatewayDiscoveryOptions): CompiledGatewayDiscovery 
   }
   let mdns: CompiledGatewayDiscovery['mdns'] = null;
   if (d.mdns) {
-    const serviceName = d.mdns.serviceName ?? '_fieldmesh._tcp.local.';
+    const serviceName = d.mdns.serviceName ?? DEFAULT_MDNS_SERVICE;
     parseServiceName(serviceName);
     const iface = d.mdns.interface;
     if (iface !== undefined) compileMulticastOptions({ interfaceAddress: iface });
