@@ -864,12 +864,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.sendError(conn, { code: 'FM_ERR_NOT_REGISTERED', message: 'TASK before WELCOME' }, frame.task_id);
       return;
     }
-    const why =
-      frame.node_id !== this.options.id
-        ? `TASK is for node "${frame.node_id}", not "${this.options.id}"`
-        : !verifyTask(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature)
-          ? 'TASK gateway_signature does not verify with the gateway key this node paired with'
-          : undefined;
+    const why = this.gatewayRefusal('TASK', frame.node_id, () =>
+      verifyTask(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature),
+    );
     if (why) {
       this.refuseTask(conn, frame, why);
       return;
@@ -883,12 +880,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       for (const t of frame.tasks) this.sendError(conn, { code: 'FM_ERR_NOT_REGISTERED', message: 'TASK before WELCOME' }, t.task_id);
       return;
     }
-    const why =
-      frame.node_id !== this.options.id
-        ? `TASK_BATCH is for node "${frame.node_id}", not "${this.options.id}"`
-        : !verifyTaskBatch(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature)
-          ? 'TASK_BATCH gateway_signature does not verify with the gateway key this node paired with'
-          : undefined;
+    const why = this.gatewayRefusal('TASK_BATCH', frame.node_id, () =>
+      verifyTaskBatch(this.identity.gatewaySigningKeyPem, frame, frame.gateway_signature),
+    );
     for (const t of frame.tasks) {
       const task: SignedTaskFields = {
         task_id: t.task_id,
@@ -902,6 +896,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       if (why) this.refuseTask(conn, task, why);
       else this.runVerifiedTask(conn, task);
     }
+  }
+
+  /** Why a gateway-signed frame is refused: addressed to another node, or its signature does not verify; undefined when it is neither. */
+  private gatewayRefusal(kind: 'TASK' | 'TASK_BATCH', nodeId: string, verify: () => boolean): string | undefined {
+    if (nodeId !== this.options.id) return `${kind} is for node "${nodeId}", not "${this.options.id}"`;
+    if (!verify()) return `${kind} gateway_signature does not verify with the gateway key this node paired with`;
+    return undefined;
   }
 
   private refuseTask(conn: Connection, task: SignedTaskFields, why: string): void {
