@@ -14,10 +14,11 @@
  * and its signature; freshness and replay depend on state and live in
  * src/discovery.
  */
-import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
 import { describeSchemaError } from './codec.js';
+import { ed25519Sign, ed25519Verify } from './ed25519.js';
 import { LocationSchema } from './frames.js';
 import { canonicalJson } from './signing.js';
 
@@ -183,7 +184,7 @@ export function discoverySigningPayload(message: Record<string, unknown>): Buffe
 
 /** Signs an `ADVERTISE` or `GATEWAY` body (everything but `signature`) with an Ed25519 key. */
 export function signDiscoveryMessage<T extends Record<string, unknown>>(body: T, privateKey: KeyObject): T & { signature: string } {
-  return { ...body, signature: sign(null, discoverySigningPayload(body), privateKey).toString('base64') };
+  return { ...body, signature: ed25519Sign(discoverySigningPayload(body), privateKey).toString('base64') };
 }
 
 const keyCache = new Map<string, KeyObject>();
@@ -217,7 +218,7 @@ export function verifyDiscoverySignature(message: SignedDiscoveryMessage): boole
   const key = parseDiscoveryPublicKey(message.public_key);
   if (!key) return false;
   try {
-    return verify(null, discoverySigningPayload(message), key, Buffer.from(message.signature, 'base64'));
+    return ed25519Verify(discoverySigningPayload(message), key, Buffer.from(message.signature, 'base64'));
   } catch {
     return false;
   }

@@ -19,8 +19,9 @@
  * (a challenge-response in the manner of RFC 2104 keyed MACs). The gateway
  * stores only the derived id and key.
  */
-import { createHash, createHmac, type KeyObject, randomInt, sign, timingSafeEqual, verify } from 'node:crypto';
+import { createHash, createHmac, type KeyObject, randomInt, timingSafeEqual } from 'node:crypto';
 import { type Static, Type } from '@sinclair/typebox';
+import { ed25519Sign, ed25519Verify } from './ed25519.js';
 import { ErrorFrame, NodeId } from './frames.js';
 import { fingerprintHex } from './pki.js';
 
@@ -107,12 +108,12 @@ function signingProofInput(nonce: string, nodeId: string): Buffer {
 
 /** Ed25519 signature over the nonce: the node holds the signing key it asks the gateway to bind. */
 export function signingProof(privateKey: KeyObject, nonce: string, nodeId: string): string {
-  return sign(null, signingProofInput(nonce, nodeId), privateKey).toString('base64');
+  return ed25519Sign(signingProofInput(nonce, nodeId), privateKey).toString('base64');
 }
 
 export function checkSigningProof(publicKeyPem: string, proof: string, nonce: string, nodeId: string): boolean {
   try {
-    return verify(null, signingProofInput(nonce, nodeId), publicKeyPem, Buffer.from(proof, 'base64'));
+    return ed25519Verify(signingProofInput(nonce, nodeId), publicKeyPem, Buffer.from(proof, 'base64'));
   } catch {
     return false;
   }

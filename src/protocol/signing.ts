@@ -7,7 +7,8 @@
  * UNDEPLOY frames likewise, under their own prefixes so that no signature of
  * one kind verifies as another.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, sign, verify } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { ed25519Sign as sign, ed25519Verify as verify } from './ed25519.js';
 
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') {
@@ -50,7 +51,7 @@ export function loadSigningKeys(privateKeyPem: string): SigningKeys {
 }
 
 export function signResult(key: KeyObject, taskId: string, attempt: number, hash: string, timestamp: string): string {
-  return sign(null, signingPayload(taskId, attempt, hash, timestamp), key).toString('base64');
+  return sign(signingPayload(taskId, attempt, hash, timestamp), key).toString('base64');
 }
 
 const publicKeyCache = new Map<string, KeyObject>();
@@ -91,13 +92,13 @@ export function taskSigningPayload(t: SignedTaskFields): Buffer {
 
 /** The gateway's signature (base64) over a TASK frame's fields. */
 export function signTask(key: KeyObject, fields: SignedTaskFields): string {
-  return sign(null, taskSigningPayload(fields), key).toString('base64');
+  return sign(taskSigningPayload(fields), key).toString('base64');
 }
 
 /** Checks a TASK frame's gateway_signature; false for a malformed key or signature rather than a throw. */
 export function verifyTask(publicKeyPem: string, fields: SignedTaskFields, signature: string): boolean {
   try {
-    return verify(null, taskSigningPayload(fields), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
+    return verify(taskSigningPayload(fields), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
   } catch {
     return false;
   }
@@ -128,7 +129,7 @@ export function taskBatchSigningPayload(b: SignedTaskBatchFields): Buffer {
 
 /** The gateway's one signature (base64) over every task of a TASK_BATCH. */
 export function signTaskBatch(key: KeyObject, fields: SignedTaskBatchFields): string {
-  return sign(null, taskBatchSigningPayload(fields), key).toString('base64');
+  return sign(taskBatchSigningPayload(fields), key).toString('base64');
 }
 
 /** Checks a TASK_BATCH frame's gateway_signature; false rather than a throw for malformed input. */
@@ -182,17 +183,17 @@ export function bundleHash(bundle: string): string {
 
 /** The gateway's signature (base64) over a DEPLOY frame's fields. */
 export function signDeploy(key: KeyObject, fields: SignedDeployFields): string {
-  return sign(null, deployPayload(fields), key).toString('base64');
+  return sign(deployPayload(fields), key).toString('base64');
 }
 
 /** The gateway's signature (base64) over an UNDEPLOY frame's fields. */
 export function signUndeploy(key: KeyObject, fields: SignedUndeployFields): string {
-  return sign(null, undeployPayload(fields), key).toString('base64');
+  return sign(undeployPayload(fields), key).toString('base64');
 }
 
 function verifyPayload(publicKeyPem: string, payload: () => Buffer, signature: string): boolean {
   try {
-    return verify(null, payload(), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
+    return verify(payload(), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
   } catch {
     return false;
   }
@@ -218,7 +219,7 @@ export function verifyResult(
   signature: string,
 ): boolean {
   try {
-    return verify(null, signingPayload(taskId, attempt, hash, timestamp), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
+    return verify(signingPayload(taskId, attempt, hash, timestamp), publicKeyOf(publicKeyPem), Buffer.from(signature, 'base64'));
   } catch {
     return false;
   }
