@@ -116,14 +116,17 @@ export async function drive(
   return result;
 }
 
-async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string | undefined): Promise<Target> {
+/** Which process `--profile` profiles: the gateway, or the first node. */
+type ProfileRole = 'gateway' | 'node';
+
+async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string | undefined, profileRole: ProfileRole): Promise<Target> {
   // Logs go to files: a process writing to a pipe waits on its reader, which a production gateway does not.
   const start: Starter<BenchProcess> = async (args, readyMsg, role) => {
-    const gateway = role === 'gateway';
+    const profiled = profileRole === 'gateway' ? role === 'gateway' : role === 'bench:n0';
     const { bp, ready } = await startFieldmesh(args, readyMsg, {
       env: { FIELDMESH_LOG_LEVEL: 'info' },
       logFile: join(dir, `${role.replace(/[^A-Za-z0-9_-]/g, '_')}.log`),
-      nodeFlags: gateway && profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
+      nodeFlags: profiled && profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
     });
     return { process: bp, ready };
   };
@@ -337,6 +340,8 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
   });
   const profileFlag = a.flags.get('profile');
   const profileDir = profileFlag === undefined ? undefined : resolve(profileFlag === 'true' ? '.tmp/profile' : profileFlag);
+  const profileRole = (a.flags.get('profile-role') ?? 'gateway') as ProfileRole;
+  if (profileRole !== 'gateway' && profileRole !== 'node') throw new Error(`--profile-role must be gateway or node, not "${profileRole}"`);
   const only = (a.flags.get('systems') ?? (profileDir ? 'fieldmesh' : SYSTEMS.join(','))).split(',').map((s) => s.trim()) as SystemName[];
   for (const s of only) if (!SYSTEMS.includes(s)) throw new Error(`--systems: "${s}" is not one of ${SYSTEMS.join(', ')}`);
   const natsUrl = a.flags.get('nats') ?? 'nats://127.0.0.1:4222';
@@ -362,7 +367,7 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
       try {
         target =
           system === 'fieldmesh'
-            ? await startFieldmeshMesh(nodes, dir, profileDir)
+            ? await startFieldmeshMesh(nodes, dir, profileDir, profileRole)
             : system === 'moleculer'
               ? await startMoleculer(nodes)
               : await startNats(nodes, natsUrl);
@@ -463,7 +468,9 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
     }
   }
   if (profile) {
-    log(`\ngateway profile: ${profile.busy_ms} ms busy of ${profile.total_ms} ms (${profile.file})`);
+    log(
+      `\n${profileRole === 'gateway' ? 'gateway' : 'node bench:n0'} profile: ${profile.busy_ms} ms busy of ${profile.total_ms} ms (${profile.file})`,
+    );
     log('  by area (self time):');
     for (const x of profile.by_area.slice(0, 15)) log(`    ${String(x.share).padStart(5)}%  ${x.area}`);
     log('  top functions (self time):');

@@ -177,6 +177,12 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private identity: NodeIdentity;
   private readonly log: Logger;
   private readonly running = new Map<string, RunningTask>();
+  /**
+   * TASK_ACKs of this turn of the event loop, sent at its end (setImmediate); a task whose result is ready first
+   * (an inline tool) needs none, its TASK_RESULT acknowledges it.
+   */
+  private readonly pendingAcks = new Map<string, { conn: Connection; task_id: string; attempt: number }>();
+  private acksScheduled = false;
   /** Encoded results of recently finished attempts, so a redelivered TASK is answered, never run twice. */
   private readonly finishedResults = new Map<string, string>();
   /** Results that finished while no connection was up; sent after the next WELCOME. */
@@ -930,7 +936,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.log.debug('ignoring duplicate TASK', { task_id: frame.task_id, attempt: frame.attempt });
       return;
     }
-    this.send(conn, 'TASK_ACK', { task_id: frame.task_id, attempt: frame.attempt });
+    this.queueAck(conn, frame, key);
     const started = performance.now();
     // The node's policy is its own final answer: a refused task never reaches a worker.
     const refused = checkTaskPolicy(this.policy, this.options.id, frame.tool_name, frame.tool_args);
@@ -956,6 +962,17 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     void handle.promise.then((outcome) => {
       this.running.delete(key);
       this.sendResult(frame, outcome, performance.now() - started, key);
+    });
+  }
+
+  private queueAck(conn: Connection, task: SignedTaskFields, key: string): void {
+    this.pendingAcks.set(key, { conn, task_id: task.task_id, attempt: task.attempt });
+    if (this.acksScheduled) return;
+    this.acksScheduled = true;
+    setImmediate(() => {
+      this.acksScheduled = false;
+      for (const ack of this.pendingAcks.values()) this.send(ack.conn, 'TASK_ACK', { task_id: ack.task_id, attempt: ack.attempt });
+      this.pendingAcks.clear();
     });
   }
 
@@ -1087,6 +1104,8 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       code: outcome.ok ? undefined : outcome.error.code,
       duration_ms,
     });
+    // The result acknowledges the task: an ACK still waiting for the end of the turn is not needed.
+    this.pendingAcks.delete(key);
     this.finishedResults.set(key, text);
     if (this.finishedResults.size > FINISHED_CACHE) this.finishedResults.delete(this.finishedResults.keys().next().value as string);
     const live = this.conn;

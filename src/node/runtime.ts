@@ -3,10 +3,18 @@ import { Worker } from 'node:worker_threads';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { type ErrorBody, FieldmeshError } from '../core/errors.js';
 import { type Logger, silentLogger } from '../core/logger.js';
-import { replyTo, type StateCall, type StateHost, serveStateCall } from '../edge/state-port.js';
+import { localState, replyTo, type StateCall, type StateHost, serveStateCall } from '../edge/state-port.js';
 import { SlotPool } from './slots.js';
 import { describeTool, type ToolDefinition, type ToolDescriptor } from './tools/types.js';
-import { loadToolDefinitions, WORKER_ROLE, type WorkerInit, type WorkerRequest, type WorkerResponse } from './worker.js';
+import {
+  callTool,
+  loadToolDefinitions,
+  type ToolCallOutcome,
+  WORKER_ROLE,
+  type WorkerInit,
+  type WorkerRequest,
+  type WorkerResponse,
+} from './worker.js';
 
 export type RunOutcome = { ok: true; output: unknown } | { ok: false; error: ErrorBody };
 
@@ -47,6 +55,8 @@ export interface ToolRuntimeOptions {
 export type { StateHost };
 
 interface CompiledTool {
+  /** Set for a tool that runs on this thread (`inline: true`). */
+  inline: ToolDefinition | undefined;
   descriptor: ToolDescriptor;
   validateArgs: ValidateFunction;
   validateOutput: ValidateFunction;
@@ -64,6 +74,8 @@ interface Job {
   holds: boolean;
   /** Withdraws the job's request for a task slot while it waits for one. */
   withdraw: (() => void) | undefined;
+  /** An inline call's `ctx.signal`, aborted when the call is cancelled or times out. */
+  abort: AbortController | undefined;
 }
 
 interface Slot {
@@ -165,6 +177,7 @@ export class ToolRuntime {
       timer: undefined,
       holds: false,
       withdraw: undefined,
+      abort: undefined,
     };
     this.active++;
     this.jobs.add(job);
@@ -172,6 +185,10 @@ export class ToolRuntime {
     job.timer = setTimeout(() => this.expire(job), Math.min(Math.max(1, req.timeout_ms), MAX_TIMER_MS));
     job.withdraw = this.pool.request(() => {
       job.holds = true;
+      if (tool.inline) {
+        this.runInline(job, tool.inline);
+        return;
+      }
       this.queue.push(job);
       this.pump();
     });
@@ -180,6 +197,7 @@ export class ToolRuntime {
       cancel: (reason?: string) => {
         if (job.settled) return;
         if (job.slot) this.retire(job.slot, true);
+        job.abort?.abort(new FieldmeshError('FM_ERR_CANCELLED', reason ?? 'Task was cancelled'));
         this.finish(job, fail('FM_ERR_CANCELLED', reason ? `Task was cancelled: ${reason}` : 'Task was cancelled', false));
       },
     };
@@ -259,12 +277,34 @@ export class ToolRuntime {
     return slot;
   }
 
+  /** An `inline` tool's call, on this thread: the same checks on its output as a worker's reply gets. */
+  private runInline(job: Job, def: ToolDefinition): void {
+    const controller = new AbortController();
+    job.abort = controller;
+    const ctx = {
+      node_id: this.init.nodeId,
+      task_id: job.req.task_id,
+      attempt: job.req.attempt,
+      signal: controller.signal,
+      state: localState(this.state, () => !job.settled),
+    };
+    void callTool(def, job.req.args, ctx).then((res) => {
+      // An answer after a timeout or a cancel is stale.
+      if (!job.settled) this.complete(job, res);
+    });
+  }
+
   private onMessage(slot: Slot, res: WorkerResponse): void {
     const job = slot.job;
     // A reply for a call that already timed out or was cancelled is stale.
     if (!job || job.id !== res.id || job.settled) return;
     slot.job = undefined;
     job.slot = undefined;
+    this.complete(job, res);
+  }
+
+  /** A call's answer: an error as it came, an output only if it matches the tool's output schema. */
+  private complete(job: Job, res: ToolCallOutcome): void {
     if (!res.ok) {
       this.finish(job, { ok: false, error: res.error });
       return;
@@ -309,6 +349,7 @@ export class ToolRuntime {
   private expire(job: Job): void {
     if (job.settled) return;
     if (job.slot) this.retire(job.slot, true);
+    job.abort?.abort(new FieldmeshError('FM_ERR_TOOL_TIMEOUT', `Tool "${job.req.tool_name}" exceeded its time limit`));
     this.finish(job, fail('FM_ERR_TOOL_TIMEOUT', `Tool "${job.req.tool_name}" exceeded its ${job.req.timeout_ms} ms time limit`, true));
   }
 
@@ -382,5 +423,10 @@ function compileTool(ajv: Ajv, def: ToolDefinition): CompiledTool {
       });
     }
   };
-  return { descriptor: describeTool(def), validateArgs: compile('input_schema'), validateOutput: compile('output_schema') };
+  return {
+    inline: def.inline === true ? def : undefined,
+    descriptor: describeTool(def),
+    validateArgs: compile('input_schema'),
+    validateOutput: compile('output_schema'),
+  };
 }

@@ -5,7 +5,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { type ErrorBody, ErrorCodes, FieldmeshError, isErrorCode } from '../core/errors.js';
 import { type StateReply, stateClient, stateError } from '../edge/state-port.js';
 import { builtinTools } from './tools/index.js';
-import type { ToolDefinition } from './tools/types.js';
+import type { ToolContext, ToolDefinition } from './tools/types.js';
 
 /** Marks workerData so importing this module elsewhere (the runtime loads tools through it) starts no loop. */
 export const WORKER_ROLE = 'fieldmesh-tool-worker';
@@ -21,7 +21,9 @@ export type WorkerRequest =
   | { type: 'abort'; id: number; reason: string }
   | StateReply;
 
-export type WorkerResponse = { id: number; ok: true; output: unknown } | { id: number; ok: false; error: ErrorBody };
+export type ToolCallOutcome = { ok: true; output: unknown } | { ok: false; error: ErrorBody };
+
+export type WorkerResponse = { id: number } & ToolCallOutcome;
 
 const TOOL_NAME = /^[A-Za-z0-9_.:-]+$/;
 
@@ -40,6 +42,7 @@ function checkTool(value: unknown, source: string, index: number): ToolDefinitio
     if (typeof s !== 'object' || s === null || Array.isArray(s)) throw bad(`("${t.name}") has no "${key}" object`);
   }
   if (typeof t.run !== 'function') throw bad(`("${t.name}") has no "run" function`);
+  if (t.inline !== undefined && typeof t.inline !== 'boolean') throw bad(`("${t.name}") has an "inline" that is not a boolean`);
   return t as ToolDefinition;
 }
 
@@ -115,6 +118,29 @@ function jsonObject(value: unknown): Record<string, unknown> | undefined {
   }
 }
 
+/** Runs one tool call in this thread: its output as JSON keeps it, or what it threw as the wire sees it. */
+export async function callTool(tool: ToolDefinition, args: unknown, ctx: ToolContext): Promise<ToolCallOutcome> {
+  try {
+    const output = await tool.run(args, ctx);
+    // The wire carries JSON, so hash and validate exactly what JSON keeps (undefined → null, Dates → strings).
+    let json: string | undefined;
+    try {
+      json = JSON.stringify(output);
+    } catch (err) {
+      return {
+        ok: false,
+        error: {
+          code: 'FM_ERR_INVALID_OUTPUT',
+          message: `Tool "${tool.name}" returned a value that is not JSON: ${(err as Error).message}`,
+        },
+      };
+    }
+    return { ok: true, output: json === undefined ? null : JSON.parse(json) };
+  } catch (err) {
+    return { ok: false, error: thrownToErrorBody(tool.name, err) };
+  }
+}
+
 async function serve(init: WorkerInit): Promise<void> {
   const port = parentPort;
   if (!port) return;
@@ -146,30 +172,14 @@ async function serve(init: WorkerInit): Promise<void> {
     const controller = new AbortController();
     aborts.set(req.id, controller);
     try {
-      const output = await tool.run(req.args, {
+      const ctx = {
         node_id: init.nodeId,
         task_id: req.task_id,
         attempt: req.attempt,
         signal: controller.signal,
         state: state.stateFor(req.id),
-      });
-      // The wire carries JSON, so hash and validate exactly what JSON keeps (undefined → null, Dates → strings).
-      let json: string | undefined;
-      try {
-        json = JSON.stringify(output);
-      } catch (err) {
-        return {
-          id: req.id,
-          ok: false,
-          error: {
-            code: 'FM_ERR_INVALID_OUTPUT',
-            message: `Tool "${tool.name}" returned a value that is not JSON: ${(err as Error).message}`,
-          },
-        };
-      }
-      return { id: req.id, ok: true, output: json === undefined ? null : JSON.parse(json) };
-    } catch (err) {
-      return { id: req.id, ok: false, error: thrownToErrorBody(tool.name, err) };
+      };
+      return { id: req.id, ...(await callTool(tool, req.args, ctx)) };
     } finally {
       aborts.delete(req.id);
     }

@@ -194,6 +194,7 @@ export const TaskBatchFrame = Type.Object({
   gateway_signature: Type.String({ minLength: 1, maxLength: 512 }),
 });
 
+/** A node took a task; sent at the end of the node's turn, and left out when the TASK_RESULT is ready first. */
 export const TaskAckFrame = Type.Object({
   v: Type.Integer({ minimum: 1 }),
   type: Type.Literal('TASK_ACK'),

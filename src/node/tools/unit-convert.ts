@@ -262,6 +262,8 @@ export const unitConvertTool: ToolDefinition<UnitConvertArgs, UnitConvertResult>
     required: ['value', 'unit'],
     additionalProperties: false,
   },
+  // Microseconds of pure arithmetic: a worker thread hand-off would cost more than the call.
+  inline: true,
   run(args) {
     if (typeof args?.from_unit !== 'string' || typeof args.to_unit !== 'string') {
       throw new FieldmeshError('FM_ERR_INVALID_ARGS', 'unit_convert: "from_unit" and "to_unit" must be strings');
