@@ -98,11 +98,24 @@ export class Router {
   readonly #maxBodyBytes: number;
   readonly #logger: Logger;
   readonly #auth: Authenticator;
+  /** Paths of the routes without parameters, and the routes each (or it with a trailing slash) matches. */
+  readonly #fixedPaths = new Set<string>();
+  readonly #matched = new Map<string, CompiledRoute[]>();
 
   constructor(maxBodyBytes: number, logger: Logger, auth: Authenticator) {
     this.#maxBodyBytes = maxBodyBytes;
     this.#logger = logger;
     this.#auth = auth;
+  }
+
+  /** The routes whose path matches, whatever their method; remembered for the paths of routes without parameters. */
+  #match(pathname: string): CompiledRoute[] {
+    const known = this.#matched.get(pathname);
+    if (known) return known;
+    const found = this.routes.filter((r) => r.pattern.test(pathname));
+    const trimmed = pathname.length > 1 && pathname.endsWith('/') ? pathname.slice(0, -1) : pathname;
+    if (this.#fixedPaths.has(trimmed)) this.#matched.set(pathname, found);
+    return found;
   }
 
   add(spec: RouteSpec): void {
@@ -114,15 +127,17 @@ export class Router {
       })}/?$`,
     );
     this.routes.push({ ...spec, pattern, names });
+    if (names.length === 0) this.#fixedPaths.add(spec.path);
+    this.#matched.clear();
   }
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://gateway');
+    const url = requestUrl(req.url);
     let status = 200;
     let body: unknown;
     let contentType: string | undefined;
     try {
-      const matches = this.routes.filter((r) => r.pattern.test(url.pathname));
+      const matches = this.#match(url.pathname);
       if (matches.length === 0) throw new FieldmeshError('FM_ERR_ROUTE_NOT_FOUND', `No route for ${req.method} ${url.pathname}`);
       const route = matches.find((r) => r.method === req.method);
       if (!route) {
@@ -205,17 +220,7 @@ export class Router {
         details: { limit },
       });
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of req) {
-      size += (chunk as Buffer).length;
-      if (size > limit) {
-        req.resume();
-        throw new FieldmeshError('FM_ERR_PAYLOAD_TOO_LARGE', `Body exceeds the limit of ${limit} bytes`, { details: { limit } });
-      }
-      chunks.push(chunk as Buffer);
-    }
-    const text = Buffer.concat(chunks).toString('utf8');
+    const text = (await readLimited(req, limit)).toString('utf8');
     let value: unknown;
     try {
       value = text.trim() === '' ? undefined : JSON.parse(text);
@@ -231,4 +236,64 @@ export class Router {
     }
     return value as T;
   }
+}
+
+/**
+ * Path and query of a request target. The plain form (`/v1/tasks?limit=5`) is split as it is; anything WHATWG URL
+ * parsing could change (dot segments, percent-encoding, backslashes, a full URL) goes through it.
+ */
+/** A path of characters WHATWG URL parsing keeps as they are (no dot segments, no escapes), then any query. */
+const PLAIN_TARGET = /^\/(?!\/)[A-Za-z0-9_\-/:~@!$&'()*+,;=]*(\?[^#\s]*)?$/;
+
+export function requestUrl(target: string | undefined): { pathname: string; searchParams: URLSearchParams } {
+  const raw = target ?? '/';
+  if (PLAIN_TARGET.test(raw)) {
+    const q = raw.indexOf('?');
+    return q < 0
+      ? { pathname: raw, searchParams: new URLSearchParams() }
+      : { pathname: raw.slice(0, q), searchParams: new URLSearchParams(raw.slice(q + 1)) };
+  }
+  const url = new URL(raw, 'http://gateway');
+  return { pathname: url.pathname, searchParams: url.searchParams };
+}
+
+/** A request body, refused with FM_ERR_PAYLOAD_TOO_LARGE (and the rest left unread) once it passes `limit` bytes. */
+function readLimited(req: IncomingMessage, limit: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        req.resume();
+        reject(new FieldmeshError('FM_ERR_PAYLOAD_TOO_LARGE', `Body exceeds the limit of ${limit} bytes`, { details: { limit } }));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = () => {
+      if (req.complete) return;
+      cleanup();
+      reject(new FieldmeshError('FM_ERR_INVALID_REQUEST', 'The request was closed before its body ended'));
+    };
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('close', onClose);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('close', onClose);
+  });
 }
