@@ -287,6 +287,28 @@ describe('edge - runtime limits', () => {
     await expect(cold.invoke('count')).resolves.toBe(1);
   });
 
+  it('edge - timers a call leaves running end with it: the next call in the warm worker does not see them fire', async () => {
+    const source = [
+      'let ticks = 0;',
+      'export default async (args) => {',
+      '  if (args.start) { setInterval(() => ticks++, 5); setTimeout(() => { ticks += 1000; }, 20); setImmediate(() => ticks++); }',
+      '  // A timer the call awaits still fires: only what is left when the call ends is cleared.',
+      '  await new Promise((r) => setTimeout(r, 30));',
+      '  return ticks;',
+      '};',
+    ].join('\n');
+    const node = new EdgeNode({ id: 'edge-01', name: 'warehouse-sensor' });
+    const runtime = new EdgeRuntime(node);
+    runtime.deploy(new EdgeFunction({ id: 'ticker', name: 'ticker', handler: { source } }));
+    const first = (await runtime.invoke('ticker', { start: true })) as number;
+    // While the call ran, its interval, timeout and immediate fired.
+    expect(first).toBeGreaterThan(1000);
+    await new Promise((r) => setTimeout(r, 100));
+    // The same warm worker (the module's ticks carried over), and no tick since the first call ended.
+    await expect(runtime.invoke('ticker', {})).resolves.toBe(first);
+    runtime.close();
+  });
+
   it('edge - a worker that ran out of memory is not reused: the next call starts from a fresh module', async () => {
     const runtime = newRuntime();
     const source =

@@ -28,6 +28,24 @@ const { getHeapStatistics } = require('node:v8');
 const stateClient = ${String(stateClient)};
 const { specifier, functionId, nodeId } = workerData;
 const baseEnv = { ...process.env };
+// Timers a call starts end with it: a warm worker's next call never meets the last one's leftovers.
+const callTimers = new Map();
+const track = (make, clear, repeats) =>
+  function (callback, ...rest) {
+    if (!running || typeof callback !== 'function') return make(callback, ...rest);
+    let handle;
+    const fire = repeats ? callback : function (...a) { callTimers.delete(handle); return callback.apply(this, a); };
+    handle = make(fire, ...rest);
+    callTimers.set(handle, clear);
+    return handle;
+  };
+globalThis.setTimeout = track(setTimeout, clearTimeout, false);
+globalThis.setInterval = track(setInterval, clearInterval, true);
+globalThis.setImmediate = track(setImmediate, clearImmediate, false);
+function clearCallTimers() {
+  for (const [handle, clear] of callTimers) clear(handle);
+  callTimers.clear();
+}
 let running = false;
 let waiting = 0;
 const holdPort = () => (running && waiting === 0 ? parentPort.unref() : parentPort.ref());
@@ -89,6 +107,7 @@ async function run(id, args) {
     reply = { id, ok: false, stage: 'run', thrown: describe(err) };
   }
   running = false;
+  clearCallTimers();
   holdPort();
   send(reply);
 }
