@@ -23,6 +23,7 @@ export interface Authenticator {
 }
 
 export interface RouteContext {
+  /** The HTTP request; for a call over the client WebSocket, the connection's upgrade request (whose body is not the call's). */
   req: IncomingMessage;
   caller: Caller | null;
   params: Record<string, string>;
