@@ -86,7 +86,7 @@ describe('client websocket', () => {
     const client = wsClient();
     try {
       const order: string[] = [];
-      const slow = client.toolCall(slowEcho(800, 'slow')).then((r) => {
+      const slow = client.toolCall(slowEcho(2500, 'slow')).then((r) => {
         order.push('slow');
         return r;
       });
@@ -197,7 +197,7 @@ describe('client websocket', () => {
     const other = wsClient();
     try {
       await raw.opened();
-      raw.send({ id: 'slow', op: 'tool_call', body: slowEcho(600, 'still here') });
+      raw.send({ id: 'slow', op: 'tool_call', body: slowEcho(1500, 'still here') });
       raw.send('this is not json');
       raw.send('[1, 2]');
       raw.send({ id: 'no-op' });
@@ -305,5 +305,28 @@ describe('client websocket', () => {
     } finally {
       client.close();
     }
+  }, 60_000);
+});
+
+describe('client websocket over tls', () => {
+  const c = new Cluster();
+  afterAll(() => c.stop());
+
+  it('client websocket - with --api-tls the connection is wss, checked against the gateway CA', async () => {
+    const g = await c.startGateway(['--api-tls']);
+    await c.startNode({ id: NODE });
+    const client = new FieldmeshClient({ baseUrl: g.api, token: g.token, ca: g.ca, transport: 'ws' });
+    try {
+      const r = await client.toolCall(convert(2));
+      expect(r.ok, JSON.stringify(r.error)).toBe(true);
+      expect((r.output as { value: number }).value).toBeCloseTo(2 * 1.609344, 6);
+    } finally {
+      client.close();
+    }
+    // Without the CA the certificate is not trusted, and the error says what to pass.
+    const untrusting = new FieldmeshClient({ baseUrl: g.api, token: g.token, transport: 'ws' });
+    const err = await rejection(untrusting.toolCall(convert(2)));
+    expect(err).toMatchObject({ code: 'FM_ERR_UNAVAILABLE' });
+    expect((err as Error).message).toMatch(/pass the gateway CA/);
   }, 60_000);
 });

@@ -85,6 +85,9 @@ export class ClientSocket {
     if (text.length * 3 > conn.maxFrameBytes && Buffer.byteLength(text) > conn.maxFrameBytes) {
       return Promise.resolve(tooLarge(Buffer.byteLength(text), conn.maxFrameBytes));
     }
+    if (conn.ws.readyState !== conn.ws.OPEN) {
+      return Promise.reject(this.#options.unreachable(new Error('the connection closed before the call was sent')));
+    }
     return new Promise((resolve, reject) => {
       if (conn.pending.size === 0) conn.socket?.ref();
       const timer = setTimeout(() => this.#timedOut(conn, id), this.#options.timeoutMs);
@@ -112,13 +115,13 @@ export class ClientSocket {
 
   #onMessage(conn: Connection, data: Buffer): void {
     conn.received += 1;
-    let frame: ClientAnswerFrame;
+    let frame: ClientAnswerFrame | null;
     try {
-      frame = JSON.parse(data.toString('utf8')) as ClientAnswerFrame;
+      frame = JSON.parse(data.toString('utf8')) as ClientAnswerFrame | null;
     } catch {
       return;
     }
-    if (typeof frame.id !== 'number') return;
+    if (typeof frame !== 'object' || frame === null || typeof frame.id !== 'number') return;
     const p = conn.pending.get(frame.id);
     if (!p) return;
     this.#settled(conn, frame.id);

@@ -129,7 +129,14 @@ export class ClientSockets {
     const inFlight = new Set<string | number>();
     const remote = req.socket.remoteAddress;
     this.#logger.debug('client websocket opened', { remote });
-    ws.on('message', (data: Buffer, isBinary: boolean) => this.#onFrame(ws, req, authorize, inFlight, data, isBinary));
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      try {
+        this.#onFrame(ws, req, authorize, inFlight, data, isBinary);
+      } catch (err) {
+        this.#logger.error('client websocket frame failed', { remote, error: String(err) });
+        this.#refuse(ws, null, new FieldmeshError('FM_ERR_INTERNAL'));
+      }
+    });
     // ws closes the connection itself (1009 for a frame past maxPayload, 1002 for a protocol error) and reports why here.
     ws.on('error', (err) => this.#logger.debug('client websocket error', { remote, error: String(err) }));
     ws.on('close', (code) => this.#logger.debug('client websocket closed', { remote, code, in_flight: inFlight.size }));
@@ -200,10 +207,16 @@ export class ClientSockets {
       return;
     }
     inFlight.add(frame.id);
-    void this.#router.invoke(route, req, authorize, frame.body).then((outcome) => {
-      inFlight.delete(frame.id);
-      this.#send(ws, { id: frame.id, status: outcome.status, body: outcome.body });
-    });
+    void this.#router
+      .invoke(route, req, authorize, frame.body)
+      .then((outcome) => {
+        inFlight.delete(frame.id);
+        this.#send(ws, { id: frame.id, status: outcome.status, body: outcome.body });
+      })
+      .catch((err: unknown) => {
+        this.#logger.error('client websocket answer failed', { op: frame.op, error: String(err) });
+        this.#refuse(ws, frame.id, new FieldmeshError('FM_ERR_INTERNAL'));
+      });
   }
 
   #refuse(ws: WebSocket, id: FrameId, err: FieldmeshError): void {
