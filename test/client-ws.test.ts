@@ -256,6 +256,11 @@ describe('client websocket', () => {
     }
   });
 
+  it('client websocket - a transport other than http or ws is refused when the client is made', () => {
+    expect(() => new FieldmeshClient({ baseUrl: api, transport: 'grpc' as 'ws' })).toThrow(/transport: "grpc" is not http or ws/);
+    expect(new FieldmeshClient({ baseUrl: api }).transport).toBe('http');
+  });
+
   it('client websocket - a plain GET of /v1/ws says it is a WebSocket, and the OpenAPI document lists it', async () => {
     const res = await http(api, 'GET', '/v1/ws');
     expect(res.status).toBe(400);
