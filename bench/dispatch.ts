@@ -1,8 +1,9 @@
 /**
  * Dispatch: throughput and latency of `unit_convert` calls through a gateway
- * and N node processes, submitted with the client SDK (`POST /v1/tool_call`
- * over keep-alive HTTP), against the peers a user would pick instead, in the
- * same run on the same machine with the same workload:
+ * and N node processes, submitted with the client SDK (`--transport ws`, the
+ * default: all calls over one WebSocket to `/v1/ws`; `--transport http`: one
+ * `POST /v1/tool_call` each over keep-alive HTTP), against the peers a user
+ * would pick instead, in the same run on the same machine with the same workload:
  *
  * - Moleculer with the TCP transporter: a caller broker here, N worker brokers
  *   each in its own process;
@@ -20,6 +21,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { readAdminToken } from '../src/cli/client.js';
+import { FieldmeshClient } from '../src/client/index.js';
 import { type ProfileSummary, summarizeProfile } from './cpuprofile.js';
 import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
 import { type Starter, startMesh } from './mesh.js';
@@ -29,6 +32,12 @@ import { type BenchProcess, cpuMs, freePort, sleep, startFieldmesh, startNodeScr
 const here = dirname(fileURLToPath(import.meta.url));
 const SYSTEMS = ['fieldmesh', 'moleculer', 'nats'] as const;
 type SystemName = (typeof SYSTEMS)[number];
+const TRANSPORTS = ['ws', 'http'] as const;
+type Transport = (typeof TRANSPORTS)[number];
+const clientOf: Record<Transport, string> = {
+  ws: 'FieldmeshClient, transport "ws": one WebSocket, op tool_call → /v1/ws',
+  http: 'FieldmeshClient, transport "http" (node:http keep-alive agent) → POST /v1/tool_call',
+};
 
 interface Target {
   /** One call; rejects (or throws) when the call failed or its answer is wrong. */
@@ -119,7 +128,13 @@ export async function drive(
 /** Which process `--profile` profiles: the gateway, or the first node. */
 type ProfileRole = 'gateway' | 'node';
 
-async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string | undefined, profileRole: ProfileRole): Promise<Target> {
+async function startFieldmeshMesh(
+  nodes: number,
+  dir: string,
+  profileDir: string | undefined,
+  profileRole: ProfileRole,
+  transport: Transport,
+): Promise<Target> {
   // Logs go to files: a process writing to a pipe waits on its reader, which a production gateway does not.
   const start: Starter<BenchProcess> = async (args, readyMsg, role) => {
     const profiled = profileRole === 'gateway' ? role === 'gateway' : role === 'bench:n0';
@@ -137,15 +152,19 @@ async function startFieldmeshMesh(nodes: number, dir: string, profileDir: string
     await mesh.waitOnline(nodes);
     const pids: Record<string, number> = { gateway: mesh.gatewayPid };
     for (let i = 0; i < nodes; i++) pids[`node${i}`] = mesh.nodes.get(`bench:n${i}`)?.pid ?? -1;
+    const client = new FieldmeshClient({ baseUrl: mesh.api, token: readAdminToken(join(dir, 'gw')), timeoutMs: 60_000, transport });
     return {
       pids,
       async call(i) {
-        const r = await mesh.client.toolCall({ tool_name: 'unit_convert', tool_args: args(i) });
+        const r = await client.toolCall({ tool_name: 'unit_convert', tool_args: args(i) });
         if (!r.ok) throw new Error(`call failed: ${r.error?.code} ${r.error?.message}`);
         if (!r.verified) throw new Error(`result not verified: ${r.verification_error ?? ''}`);
         checkOutput(i, r.output);
       },
-      stop: () => mesh.stop(),
+      stop: async () => {
+        client.close();
+        await mesh.stop();
+      },
     };
   } catch (err) {
     await mesh.stop();
@@ -345,6 +364,8 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
   const only = (a.flags.get('systems') ?? (profileDir ? 'fieldmesh' : SYSTEMS.join(','))).split(',').map((s) => s.trim()) as SystemName[];
   for (const s of only) if (!SYSTEMS.includes(s)) throw new Error(`--systems: "${s}" is not one of ${SYSTEMS.join(', ')}`);
   const natsUrl = a.flags.get('nats') ?? 'nats://127.0.0.1:4222';
+  const transport = (a.flags.get('transport') ?? 'ws') as Transport;
+  if (!TRANSPORTS.includes(transport)) throw new Error(`--transport: "${transport}" is not one of ${TRANSPORTS.join(', ')}`);
   const warmup = smoke ? Math.min(20, tasks) : Math.min(2000, Math.max(200, Math.floor(tasks / 10)));
   const log = (s: string) => {
     if (!a.json) process.stdout.write(`${s}\n`);
@@ -356,7 +377,9 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
   }
   const results: Record<string, Record<string, PhaseResult[]>> = {};
   const skipped: Record<string, string> = {};
-  log(`dispatch: unit_convert over ${nodes} nodes/workers, ${tasks} calls per phase (+${warmup} warm-up), ${runs} run(s)`);
+  log(
+    `dispatch: unit_convert over ${nodes} nodes/workers, ${tasks} calls per phase (+${warmup} warm-up), ${runs} run(s), fieldmesh client over ${transport}`,
+  );
   for (let run = 0; run < runs; run++) {
     // Take turns going first, so a slow drift of the machine does not always land on the same system.
     const order = only.map((_, k) => only[(k + run) % only.length]!);
@@ -367,7 +390,7 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
       try {
         target =
           system === 'fieldmesh'
-            ? await startFieldmeshMesh(nodes, dir, profileDir, profileRole)
+            ? await startFieldmeshMesh(nodes, dir, profileDir, profileRole, transport)
             : system === 'moleculer'
               ? await startMoleculer(nodes)
               : await startNats(nodes, natsUrl);
@@ -439,7 +462,8 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
     warmup,
     runs,
     concurrencies,
-    client: 'FieldmeshClient (node:http keep-alive agent) → POST /v1/tool_call',
+    transport,
+    client: clientOf[transport],
     peers: {
       moleculer: 'moleculer 0.14, TCP transporter, JSON serializer, caller broker in the bench process, one worker broker per process',
       nats: `@nats-io/transport-node 3.3 request-reply, ${natsUrl}, one queue-group worker per process`,

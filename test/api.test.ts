@@ -113,6 +113,7 @@ describe('api', () => {
       '/v1/discovery': ['get'],
       '/v1/nodes/register': ['post'],
       '/v1/nodes/register/{node_id}': ['delete'],
+      '/v1/ws': ['get'],
     };
     expect(Object.keys(doc.paths).sort()).toEqual(Object.keys(served).sort());
     for (const [path, methods] of Object.entries(served)) expect(keys(doc.paths[path]), path).toEqual(methods.sort());

@@ -1,12 +1,16 @@
 /**
  * Typed client for the gateway's HTTP API. The CLI is built on it; programs
  * use it as `new FieldmeshClient({ baseUrl, token })`. Requests go over one
- * keep-alive agent per client, so a busy client reuses its connections.
+ * keep-alive agent per client, so a busy client reuses its connections; with
+ * `transport: 'ws'`, tool calls and task submissions go over one WebSocket
+ * instead, many in flight at once (src/client/socket.ts).
  */
 import { Agent as HttpAgent, request as httpRequest, type RequestOptions } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { type ErrorBody, FieldmeshError } from '../core/errors.js';
+import type { ClientOp } from '../protocol/client-ws.js';
 import type { DiscoveryResponse, Registered } from '../protocol/discovery-api.js';
+import { ClientSocket } from './socket.js';
 /** One line of `GET /v1/runs`. */
 export interface RunSummary {
   run_id: string;
@@ -53,6 +57,13 @@ export interface FieldmeshClientOptions {
   ca?: string | Buffer;
   /** Per-request time limit in ms. @default 120000 */
   timeoutMs?: number;
+  /**
+   * How `toolCall` and `submitTask` reach the gateway: `http`, one request each
+   * over keep-alive connections; `ws`, all over one WebSocket (`/v1/ws`), many
+   * in flight at once, opened at the first call and again after it dropped.
+   * The other methods always use HTTP. @default "http"
+   */
+  transport?: 'http' | 'ws';
 }
 
 /** An error answer from the gateway; `code` is its FM_ERR_… code. */
@@ -73,12 +84,23 @@ export class FieldmeshApiError extends Error {
   }
 }
 
+/** The error of an error answer, by its `{ ok: false, error }` body. */
+function apiError(status: number, parsed: unknown): FieldmeshApiError {
+  const error = (parsed as { error?: ErrorBody }).error;
+  return new FieldmeshApiError(
+    status,
+    error && typeof error.code === 'string' ? error : { code: 'FM_ERR_INTERNAL', message: `HTTP ${status}` },
+    parsed,
+  );
+}
+
 export class FieldmeshClient {
   readonly baseUrl: string;
   readonly #token: string | undefined;
   readonly #timeoutMs: number;
   readonly #agent: HttpAgent;
   readonly #send: typeof httpRequest;
+  readonly #socket: ClientSocket | undefined;
 
   constructor(options: FieldmeshClientOptions = {}) {
     const base = options.baseUrl ?? process.env.FIELDMESH_API ?? 'http://127.0.0.1:8787';
@@ -90,11 +112,37 @@ export class FieldmeshClient {
       ? new HttpsAgent({ keepAlive: true, ...(options.ca === undefined ? {} : { ca: options.ca }) })
       : new HttpAgent({ keepAlive: true });
     this.#send = https ? httpsRequest : httpRequest;
+    const transport = options.transport ?? 'http';
+    if (transport !== 'http' && transport !== 'ws') {
+      throw new FieldmeshError('FM_ERR_INVALID_OPTION', `transport: "${String(transport)}" is not http or ws`, {
+        details: { option: 'transport', value: transport },
+      });
+    }
+    this.#socket =
+      transport === 'ws'
+        ? new ClientSocket({
+            baseUrl: this.baseUrl,
+            token: this.#token,
+            ca: options.ca,
+            timeoutMs: this.#timeoutMs,
+            unreachable: (err) => this.#unreachable(err),
+            refused: (status, body) => apiError(status, body ?? {}),
+          })
+        : undefined;
   }
 
-  /** Closes the client's idle keep-alive connections. (They do not keep a process alive.) */
+  /** How tool calls and task submissions travel. */
+  get transport(): 'http' | 'ws' {
+    return this.#socket ? 'ws' : 'http';
+  }
+
+  /**
+   * Closes the client's idle keep-alive connections and its WebSocket, whose
+   * calls in flight fail. (Neither keeps a process alive while idle.)
+   */
   close(): void {
     this.#agent.destroy();
+    this.#socket?.close();
   }
 
   health(): Promise<{ ok: true; status: string; version: string; nodes_online: number }> {
@@ -158,11 +206,20 @@ export class FieldmeshClient {
 
   /** Runs a tool call and waits. A failed call resolves with `ok: false` and its `execution_path`; a rejected request throws. */
   toolCall(body: ToolCallBody): Promise<ToolCallResult> {
-    return this.#request('POST', '/v1/tool_call', body, (b) => typeof b === 'object' && b !== null && 'task_id' in b);
+    const isResult = (b: unknown) => typeof b === 'object' && b !== null && 'task_id' in b;
+    if (this.#socket) return this.#call('tool_call', body, isResult);
+    return this.#request('POST', '/v1/tool_call', body, isResult);
   }
 
   async submitTask(body: ToolCallBody): Promise<string> {
+    if (this.#socket) return (await this.#call<{ task_id: string }>('submit_task', body)).task_id;
     return (await this.#request<{ task_id: string }>('POST', '/v1/tasks', body)).task_id;
+  }
+
+  /** One call over the WebSocket, answered as its HTTP route would answer it. */
+  async #call<T>(op: ClientOp, body: unknown, isResult?: (body: unknown) => boolean): Promise<T> {
+    const answer = await this.#socket!.call(op, body);
+    return this.#answer<T>(answer.status, answer.body, isResult);
   }
 
   getTask(taskId: string, waitMs?: number): Promise<TaskView> {
@@ -312,18 +369,7 @@ export class FieldmeshClient {
     try {
       res = await this.#exchange(new URL(this.baseUrl + path), { method, headers, agent: this.#agent }, payload, true);
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const hint = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(e.code ?? '')
-        ? ' (pass the gateway CA, <data-dir>/tls/ca.crt, as `ca` or --ca)'
-        : '';
-      // OpenSSL's own text spans lines and names its source files; an https URL for a plain-HTTP API is the usual cause.
-      const why =
-        e.code === 'EPROTO' || /wrong version number|SSL routines/.test(e.message)
-          ? 'the TLS handshake failed (an https URL for a plain-HTTP API? the API is https only with --api-tls)'
-          : e.message;
-      throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${why}${hint}`, {
-        cause: err,
-      });
+      throw this.#unreachable(err);
     }
     let parsed: unknown;
     try {
@@ -331,13 +377,27 @@ export class FieldmeshClient {
     } catch {
       throw new FieldmeshError('FM_ERR_UNAVAILABLE', `Gateway answered ${res.status} with a body that is not JSON`);
     }
-    if ((res.status >= 200 && res.status < 300) || isResult?.(parsed)) return parsed as T;
-    const error = (parsed as { error?: ErrorBody }).error;
-    throw new FieldmeshApiError(
-      res.status,
-      error && typeof error.code === 'string' ? error : { code: 'FM_ERR_INTERNAL', message: `HTTP ${res.status}` },
-      parsed,
-    );
+    return this.#answer<T>(res.status, parsed, isResult);
+  }
+
+  /** An answer's body when it is a success (or a result, for calls whose failure is a result); otherwise its error, thrown. */
+  #answer<T>(status: number, parsed: unknown, isResult?: (body: unknown) => boolean): T {
+    if ((status >= 200 && status < 300) || isResult?.(parsed)) return parsed as T;
+    throw apiError(status, parsed);
+  }
+
+  /** The error for a gateway that could not be reached, with a hint for the usual causes. */
+  #unreachable(err: unknown): FieldmeshError {
+    const e = err as NodeJS.ErrnoException;
+    const hint = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(e.code ?? '')
+      ? ' (pass the gateway CA, <data-dir>/tls/ca.crt, as `ca` or --ca)'
+      : '';
+    // OpenSSL's own text spans lines and names its source files; an https URL for a plain-HTTP API is the usual cause.
+    const why =
+      e.code === 'EPROTO' || /wrong version number|SSL routines/.test(e.message)
+        ? 'the TLS handshake failed (an https URL for a plain-HTTP API? the API is https only with --api-tls)'
+        : e.message;
+    return new FieldmeshError('FM_ERR_UNAVAILABLE', `Cannot reach the gateway at ${this.baseUrl}: ${why}${hint}`, { cause: err });
   }
 
   /** One request and its whole answer, within the client's time limit. */

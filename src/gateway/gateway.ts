@@ -5,11 +5,13 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { formatHostPort, type HostPort } from '../core/address.js';
 import { FieldmeshError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { openSqliteStore } from '../store/sqlite/index.js';
 import type { Store } from '../store/types.js';
+import { ClientSockets, registerClientSocketRoute } from './api/client-ws.js';
 import { registerDiscoveryRoutes } from './api/discovery-routes.js';
 import { Router } from './api/http.js';
 import { registerRoutes } from './api/routes.js';
@@ -48,6 +50,7 @@ export class Gateway {
   readonly #logger: Logger;
   readonly #listener: NodeListener;
   readonly #http: Server | HttpsServer;
+  readonly #clientSockets: ClientSockets;
   #stopped = false;
   #pruneTimer: NodeJS.Timeout | undefined;
 
@@ -123,10 +126,13 @@ export class Gateway {
         stale_results: this.dispatcher.staleResults,
         task_batches: this.dispatcher.outbox.batches,
         batched_tasks: this.dispatcher.outbox.batchedTasks,
+        client_sockets: this.#clientSockets.connections,
       }),
     });
     registerTokenRoutes(router, this.tokens);
     registerDiscoveryRoutes(router, this.discovery);
+    registerClientSocketRoute(router);
+    this.#clientSockets = new ClientSockets(router, this.tokens, options.logger, options.maxBodyBytes);
     const onRequest = (req: IncomingMessage, res: ServerResponse) => {
       router.handle(req, res).catch((err: unknown) => {
         this.#logger.error('unhandled API error', { error: String(err) });
@@ -137,6 +143,7 @@ export class Gateway {
     this.#http = options.apiTls
       ? createHttpsServer({ cert: identity.certChainPem, key: identity.keyPem }, onRequest)
       : createServer(onRequest);
+    this.#http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.#clientSockets.upgrade(req, socket, head));
     this.#http.on('clientError', (_err, socket) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n');
     });
@@ -207,6 +214,7 @@ export class Gateway {
     if (this.#pruneTimer) clearInterval(this.#pruneTimer);
     this.dispatcher.stop();
     await this.discovery.stop();
+    await this.#clientSockets.close();
     await new Promise<void>((resolve) => {
       this.#http.close(() => resolve());
       this.#http.closeIdleConnections();

@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TSchema } from '@sinclair/typebox';
 import { type TypeCheck, TypeCompiler } from '@sinclair/typebox/compiler';
-import { FieldmeshError, statusOf, toErrorBody } from '../../core/errors.js';
+import { type ErrorBody, FieldmeshError, statusOf, toErrorBody } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { describeSchemaError } from '../../protocol/codec.js';
 
@@ -23,6 +23,7 @@ export interface Authenticator {
 }
 
 export interface RouteContext {
+  /** The HTTP request; for a call over the client WebSocket, the connection's upgrade request (whose body is not the call's). */
   req: IncomingMessage;
   caller: Caller | null;
   params: Record<string, string>;
@@ -133,9 +134,7 @@ export class Router {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = requestUrl(req.url);
-    let status = 200;
-    let body: unknown;
-    let contentType: string | undefined;
+    let outcome: Outcome;
     try {
       const matches = this.#match(url.pathname);
       if (matches.length === 0) throw new FieldmeshError('FM_ERR_ROUTE_NOT_FOUND', `No route for ${req.method} ${url.pathname}`);
@@ -163,28 +162,61 @@ export class Router {
         body: (check) => this.#readBody(req, check),
         optionalBody: (check) => this.#readBody(req, check, true),
       };
-      const out = await route.handler(ctx);
-      if (isReply(out)) {
-        status = out.status;
-        body = out.body;
-        contentType = out.contentType;
-      } else {
-        body = out;
-      }
+      outcome = outcomeOf(await route.handler(ctx));
     } catch (err) {
-      const e = toErrorBody(err);
-      status = statusOf(e.code);
+      outcome = this.failure(err, req.method, url.pathname);
+      const code = (outcome.body as { error: ErrorBody }).error.code;
       // The rest of an oversized body is never read, so the connection cannot carry another request.
-      if (e.code === 'FM_ERR_PAYLOAD_TOO_LARGE') res.setHeader('connection', 'close');
+      if (code === 'FM_ERR_PAYLOAD_TOO_LARGE') res.setHeader('connection', 'close');
       // Nor is the body of a refused caller: closing spares reading what it still sends.
-      if ((e.code === 'FM_ERR_UNAUTHORIZED' || e.code === 'FM_ERR_FORBIDDEN') && !req.complete) res.setHeader('connection', 'close');
-      if (e.code === 'FM_ERR_INTERNAL')
-        this.#logger.error('request failed', { method: req.method, path: url.pathname, error: String(err) });
-      body = { ok: false, error: e };
+      if ((code === 'FM_ERR_UNAUTHORIZED' || code === 'FM_ERR_FORBIDDEN') && !req.complete) res.setHeader('connection', 'close');
     }
-    const text = contentType ? String(body) : JSON.stringify(body);
-    res.writeHead(status, { 'content-type': contentType ?? 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+    const text = outcome.contentType ? String(outcome.body) : JSON.stringify(outcome.body);
+    res.writeHead(outcome.status, {
+      'content-type': outcome.contentType ?? 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(text),
+    });
     res.end(text);
+  }
+
+  /** The route registered for exactly this method and path template, for callers that do not come by HTTP. */
+  route(method: RouteSpec['method'], path: string): RouteSpec | undefined {
+    return this.routes.find((r) => r.method === method && r.path === path);
+  }
+
+  /**
+   * Runs a route for a caller that did not come by HTTP (a WebSocket frame): the
+   * same scope check, handler and answer as over HTTP, with `body` already parsed.
+   * `authorize` gives the caller (its token checked again per call, so a revoked
+   * token stops working on a live connection too).
+   */
+  async invoke(route: RouteSpec, req: IncomingMessage, authorize: () => Caller | Promise<Caller>, body: unknown): Promise<Outcome> {
+    try {
+      let caller: Caller | null = null;
+      if (route.scope !== 'public') {
+        const c = authorize();
+        caller = c instanceof Promise ? await c : c;
+        checkScope(caller, route);
+      }
+      const ctx: RouteContext = {
+        req,
+        caller,
+        params: {},
+        query: new URLSearchParams(),
+        body: (check) => Promise.resolve(checkBody(body, check, false)),
+        optionalBody: (check) => Promise.resolve(checkBody(body, check, true)),
+      };
+      return outcomeOf(await route.handler(ctx));
+    } catch (err) {
+      return this.failure(err, route.method, route.path);
+    }
+  }
+
+  /** The answer to an error a route threw: its code's status and `{ ok: false, error }`; internal errors are logged. */
+  failure(err: unknown, method: string | undefined, path: string): Outcome {
+    const e = toErrorBody(err);
+    if (e.code === 'FM_ERR_INTERNAL') this.#logger.error('request failed', { method, path, error: String(err) });
+    return { status: statusOf(e.code), body: { ok: false, error: e } };
   }
 
   /** Checks the bearer token before the handler runs (and before the body is read). */
@@ -198,13 +230,11 @@ export class Router {
       res.setHeader('www-authenticate', header ? 'Bearer realm="fieldmesh", error="invalid_token"' : 'Bearer realm="fieldmesh"');
       throw err;
     }
-    if (!scopeAllows(caller.scope, route.scope)) {
+    try {
+      checkScope(caller, route);
+    } catch (err) {
       res.setHeader('www-authenticate', `Bearer realm="fieldmesh", error="insufficient_scope", scope="${route.scope}"`);
-      throw new FieldmeshError(
-        'FM_ERR_FORBIDDEN',
-        `${route.method} ${route.path} needs a token with scope "${route.scope}"; token ${caller.token_id} has "${caller.scope}"`,
-        { details: { needed_scope: route.scope, token_scope: caller.scope } },
-      );
+      throw err;
     }
     return caller;
   }
@@ -227,24 +257,55 @@ export class Router {
     } catch (err) {
       throw new FieldmeshError('FM_ERR_INVALID_JSON', `Body is not valid JSON: ${(err as Error).message}`);
     }
-    if (value === undefined) {
-      if (optional) return undefined;
-      throw new FieldmeshError('FM_ERR_INVALID_REQUEST', 'A JSON body is required');
-    }
-    if (!check.Check(value)) {
-      throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Invalid body at ${describeSchemaError(check, value)}`);
-    }
-    return value as T;
+    return checkBody<T>(value, check, optional);
   }
 }
+
+/** What a route answered (or the error it threw, as its answer). */
+export interface Outcome {
+  status: number;
+  body: unknown;
+  contentType?: string;
+}
+
+function outcomeOf(out: unknown): Outcome {
+  if (!isReply(out)) return { status: 200, body: out };
+  return out.contentType === undefined
+    ? { status: out.status, body: out.body }
+    : { status: out.status, body: out.body, contentType: out.contentType };
+}
+
+/** Throws FM_ERR_FORBIDDEN, naming the scope needed, when the caller's token is narrower than the route's scope. */
+function checkScope(caller: Caller, route: RouteSpec): void {
+  if (scopeAllows(caller.scope, route.scope)) return;
+  throw new FieldmeshError(
+    'FM_ERR_FORBIDDEN',
+    `${route.method} ${route.path} needs a token with scope "${route.scope}"; token ${caller.token_id} has "${caller.scope}"`,
+    { details: { needed_scope: route.scope, token_scope: caller.scope } },
+  );
+}
+
+/** A parsed body checked against its schema (undefined: no body, refused unless `optional`). */
+function checkBody<T>(value: unknown, check: TypeCheck<TSchema>, optional: false): T;
+function checkBody<T>(value: unknown, check: TypeCheck<TSchema>, optional: boolean): T | undefined;
+function checkBody<T>(value: unknown, check: TypeCheck<TSchema>, optional: boolean): T | undefined {
+  if (value === undefined) {
+    if (optional) return undefined;
+    throw new FieldmeshError('FM_ERR_INVALID_REQUEST', 'A JSON body is required');
+  }
+  if (!check.Check(value)) {
+    throw new FieldmeshError('FM_ERR_INVALID_REQUEST', `Invalid body at ${describeSchemaError(check, value)}`);
+  }
+  return value as T;
+}
+
+/** A path of characters WHATWG URL parsing keeps as they are (no dot segments, no escapes), then any query. */
+const PLAIN_TARGET = /^\/(?!\/)[A-Za-z0-9_\-/:~@!$&'()*+,;=]*(\?[^#\s]*)?$/;
 
 /**
  * Path and query of a request target. The plain form (`/v1/tasks?limit=5`) is split as it is; anything WHATWG URL
  * parsing could change (dot segments, percent-encoding, backslashes, a full URL) goes through it.
  */
-/** A path of characters WHATWG URL parsing keeps as they are (no dot segments, no escapes), then any query. */
-const PLAIN_TARGET = /^\/(?!\/)[A-Za-z0-9_\-/:~@!$&'()*+,;=]*(\?[^#\s]*)?$/;
-
 export function requestUrl(target: string | undefined): { pathname: string; searchParams: URLSearchParams } {
   const raw = target ?? '/';
   if (PLAIN_TARGET.test(raw)) {
