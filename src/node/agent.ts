@@ -131,7 +131,7 @@ interface ReadyResult {
   duration_ms: number;
 }
 
-/** Room in a RESULT_BATCH (or a TASK_RESULT) for everything but its results: envelope, timestamp and signature, with margin. */
+/** Room in a RESULT_BATCH for everything but its results: envelope, timestamp and signature, with margin. */
 const RESULT_ENVELOPE_BYTES = 512;
 
 const resultKey = (task: { task_id: string; attempt: number }) => `${task.task_id}\u0000${task.attempt}`;
@@ -1155,14 +1155,13 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       bytes = RESULT_ENVELOPE_BYTES;
     };
     for (const r of ready) {
-      let entry = batchedResult(r.task, r.outcome, r.duration_ms);
-      let text = JSON.stringify(entry);
-      let size = Buffer.byteLength(text) + 1;
+      const entry = batchedResult(r.task, r.outcome, r.duration_ms);
+      const text = JSON.stringify(entry);
+      const size = Buffer.byteLength(text) + 1;
       if (size + RESULT_ENVELOPE_BYTES > this.frameLimit) {
-        r.outcome = { ok: false, error: this.tooLarge(r.task, size) };
-        entry = batchedResult(r.task, r.outcome, r.duration_ms);
-        text = JSON.stringify(entry);
-        size = Buffer.byteLength(text) + 1;
+        // Too large to share a frame: alone, it fits as a TASK_RESULT or becomes FM_ERR_RESULT_TOO_LARGE, as always.
+        this.sendSingleResult(r.task, r.outcome, r.duration_ms, resultKey(r.task));
+        continue;
       }
       if (chunk.length >= MAX_BATCH_RESULTS || (chunk.length > 0 && bytes + size > this.frameLimit)) send();
       chunk.push(r);
@@ -1216,14 +1215,6 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     });
   }
 
-  private tooLarge(task: SignedTaskFields, size: number): ErrorBody {
-    return {
-      code: 'FM_ERR_RESULT_TOO_LARGE',
-      message: `Result of tool "${task.tool_name}" is ${size} bytes, over the frame limit of ${this.frameLimit} bytes`,
-      retryable: false,
-    };
-  }
-
   private flushOutbox(conn: Connection): void {
     const pending = this.outbox.splice(0);
     for (const text of pending) if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(text);
@@ -1235,7 +1226,12 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     let text = this.signedResultFrame(task, outcome, duration_ms);
     const size = Buffer.byteLength(text);
     if (size > this.frameLimit) {
-      outcome = { ok: false, error: this.tooLarge(task, size) };
+      const error: ErrorBody = {
+        code: 'FM_ERR_RESULT_TOO_LARGE',
+        message: `Result of tool "${task.tool_name}" is ${size} bytes, over the frame limit of ${this.frameLimit} bytes`,
+        retryable: false,
+      };
+      outcome = { ok: false, error };
       text = this.signedResultFrame(task, outcome, duration_ms);
     }
     return { text, outcome };
