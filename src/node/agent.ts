@@ -1113,16 +1113,18 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   }
 
   /**
-   * A finished task's result. To a gateway that takes RESULT_BATCH, it waits
-   * for the end of this turn of the event loop (setImmediate: after every
-   * worker message of this poll phase), and the results ready by then go
-   * under one signature; otherwise, or alone in its turn, it goes at once as
-   * a TASK_RESULT signed on its own.
+   * A finished task's result. To a gateway that takes RESULT_BATCH, while
+   * other tasks still run, it waits for the end of this turn of the event
+   * loop (setImmediate: after every worker message of this poll phase), and
+   * the results ready by then go under one signature. Otherwise (the last
+   * task running, as at concurrency 1, or a gateway without the feature) it
+   * goes at once as a TASK_RESULT signed on its own.
    */
   private sendResult(task: SignedTaskFields, outcome: RunOutcome, durationMs: number, key: string): void {
     const duration_ms = Math.round(durationMs * 1000) / 1000;
     const live = this.conn;
-    if (!live?.resultBatch || !live.welcomed || live.ws.readyState !== WebSocket.OPEN) {
+    const alone = this.readyResults.length === 0 && this.running.size === 0;
+    if (alone || !live?.resultBatch || !live.welcomed || live.ws.readyState !== WebSocket.OPEN) {
       this.sendSingleResult(task, outcome, duration_ms, key);
       return;
     }
