@@ -47,6 +47,8 @@ interface Target {
   skipped?: string;
   /** PIDs whose CPU time the bench reports. */
   pids?: Record<string, number>;
+  /** Counters read before and after a phase (fieldmesh: its /healthz batch counters). */
+  counters?(): Promise<Record<string, number>>;
 }
 
 export interface PhaseResult {
@@ -64,6 +66,8 @@ export interface PhaseResult {
   truncated: boolean;
   /** CPU time per call, µs, by process role (client = this bench process). */
   cpu_us_per_call?: Record<string, number>;
+  /** fieldmesh: tasks per gateway TASK signature and results per node result signature (one per TASK_BATCH or RESULT_BATCH, one per frame sent alone). */
+  per_signature?: { tasks: number; results: number };
 }
 
 const args = (i: number) => ({ value: (i % 1000) + 0.5, from_unit: 'miles', to_unit: 'km' });
@@ -160,6 +164,16 @@ async function startFieldmeshMesh(
         if (!r.ok) throw new Error(`call failed: ${r.error?.code} ${r.error?.message}`);
         if (!r.verified) throw new Error(`result not verified: ${r.verification_error ?? ''}`);
         checkOutput(i, r.output);
+      },
+      async counters() {
+        const h = (await mesh.client.health()) as unknown as Record<string, number>;
+        const pick = (k: string) => (typeof h[k] === 'number' ? h[k] : 0);
+        return {
+          task_batches: pick('task_batches'),
+          batched_tasks: pick('batched_tasks'),
+          result_batches: pick('result_batches'),
+          batched_results: pick('batched_results'),
+        };
       },
       stop: async () => {
         client.close();
@@ -318,6 +332,13 @@ function cpuByRole(pids: Record<string, number>): Record<string, number> {
   return out;
 }
 
+/** Items per signature over a phase of `calls` calls: each batch is one signature, each item sent alone another. */
+function perSignature(calls: number, before: Record<string, number>, after: Record<string, number>): { tasks: number; results: number } {
+  const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0);
+  const per = (batches: number, batched: number) => Math.round((calls / Math.max(1, batches + calls - batched)) * 100) / 100;
+  return { tasks: per(d('task_batches'), d('batched_tasks')), results: per(d('result_batches'), d('batched_results')) };
+}
+
 function median(xs: number[]): number {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (s.length === 0) return Number.NaN;
@@ -402,12 +423,15 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
         for (const c of concurrencies) {
           const warm = await drive(warmup, c, target.call, phaseTimeoutMs);
           if (warm.errors > 0) throw new Error(`${system} warm-up: ${warm.errors} failed calls, first: ${warm.first_error}`);
+          const counted0 = await target.counters?.();
           const cpu0 = cpuByRole(target.pids ?? {});
           const r = await drive(tasks, c, target.call, phaseTimeoutMs);
           const cpu1 = cpuByRole(target.pids ?? {});
+          const counted1 = await target.counters?.();
           r.cpu_us_per_call = Object.fromEntries(
             Object.keys(cpu1).map((role) => [role, Math.round(((cpu1[role]! - (cpu0[role] ?? 0)) * 1000) / Math.max(1, r.calls))]),
           );
+          if (counted0 && counted1) r.per_signature = perSignature(r.calls, counted0, counted1);
           const bySystem = results[system] ?? {};
           results[system] = bySystem;
           bySystem[String(c)] = [...(bySystem[String(c)] ?? []), r];
@@ -417,7 +441,8 @@ export async function dispatchBench(a: BenchArgs): Promise<void> {
               `${r.truncated ? '  (stopped at the time bound)' : ''}` +
               `  cpu µs/call ${Object.entries(r.cpu_us_per_call ?? {})
                 .map(([k, v]) => `${k} ${v}`)
-                .join(', ')}`,
+                .join(', ')}` +
+              `${r.per_signature ? `  per signature: tasks ${r.per_signature.tasks}, results ${r.per_signature.results}` : ''}`,
           );
           if (r.errors > 0 && smoke) throw new Error(`${system}: ${r.errors} calls failed, first: ${r.first_error}`);
         }

@@ -9,5 +9,6 @@ export type { NodeOptions } from './node/options.js';
 export type { ToolContext, ToolDefinition, ToolState } from './node/tools/types.js';
 export * from './protocol/api.js';
 export type { DiscoveryResponse, PeerStatusView, Registered } from './protocol/discovery-api.js';
+export { type ResultBatchProof, type ResultEvidence, verifyResultEvidence } from './protocol/signing.js';
 export { CONFLICT_STRATEGIES, ConflictStrategy, type StateDocument } from './protocol/state.js';
 export type { Target } from './protocol/target.js';

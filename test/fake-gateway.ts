@@ -9,7 +9,8 @@ import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { type WebSocket, WebSocketServer } from 'ws';
-import { waitFor } from './harness.js';
+import { startProcess } from '../src/cli/processes.js';
+import { type Cluster, cliPath, testToolsModule, waitFor } from './harness.js';
 import type { Json } from './raw-node.js';
 
 /** One node's connection to the fake gateway, keeping every frame the node sent. */
@@ -35,8 +36,8 @@ export class FakeLink {
     });
   }
 
-  /** Answers REGISTER with a WELCOME, as a gateway does. */
-  welcome(nodeId: string): void {
+  /** Answers REGISTER with a WELCOME, as a gateway does; without `features`, as one that predates them. */
+  welcome(nodeId: string, features?: string[]): void {
     this.send({
       type: 'WELCOME',
       version: 1,
@@ -46,6 +47,7 @@ export class FakeLink {
       peers: [],
       heartbeat_interval_ms: 60_000,
       max_frame_bytes: 1024 * 1024,
+      ...(features ? { features } : {}),
     });
   }
 }
@@ -99,4 +101,30 @@ export class FakeGateway {
     for (const ws of this.wss.clients) ws.terminate();
     this.server.close();
   }
+}
+
+/**
+ * A real node paired with the cluster's gateway, then restarted against a fake
+ * gateway that answers its REGISTER with a WELCOME (as a gateway that predates
+ * optional features, unless `features` are given) and waits for NODE_READY.
+ */
+export async function nodeOnFakeGateway(
+  c: Cluster,
+  nodeId: string,
+  features?: string[],
+): Promise<{ fake: FakeGateway; link: FakeLink; register: Json; dataDir: string }> {
+  const node = await c.startNode({ id: nodeId });
+  await node.proc.stop();
+  const fake = await FakeGateway.start(c.gateway.dataDir);
+  const ready = startProcess(
+    ['node', '--gateway', fake.address, '--id', nodeId, '--data-dir', node.dataDir, '--tools-module', testToolsModule],
+    'node ready',
+    { cliPath },
+  ).then(({ managed }) => c.procs.push(managed));
+  const link = await fake.link(nodeId);
+  const register = await link.next('REGISTER', 'REGISTER');
+  link.welcome(nodeId, features);
+  await ready;
+  await link.next('NODE_READY', 'NODE_READY');
+  return { fake, link, register, dataDir: node.dataDir };
 }

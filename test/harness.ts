@@ -9,8 +9,10 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { expect } from 'vitest';
 import { type Managed, pairingArgs, startProcess } from '../src/cli/processes.js';
 import { FieldmeshClient } from '../src/client/index.js';
+import type { ToolCallResult } from '../src/protocol/api.js';
 
 export const cliPath = resolve(import.meta.dirname, '../dist/cli/index.js');
 export const testToolsModule = resolve(import.meta.dirname, 'fixtures/test-tools.mjs');
@@ -216,4 +218,34 @@ export function runCli(args: string[], timeoutMs = 30_000, env: NodeJS.ProcessEn
       resolve({ code: err ? (err.code as number) : 0, stdout, stderr });
     });
   });
+}
+
+/**
+ * `calls` unit_convert calls to one node from `callers` closed-loop callers, as the dispatch bench makes them (each
+ * caller sends its next call when its last is answered); every answer is checked ok, verified and right, ids unique.
+ */
+export async function convertClosedLoop(
+  client: FieldmeshClient,
+  nodeId: string,
+  calls: number,
+  callers: number,
+): Promise<ToolCallResult[]> {
+  const answers: ToolCallResult[] = [];
+  let next = 0;
+  const caller = async () => {
+    for (let i = next++; i < calls; i = next++) {
+      answers[i] = await client.toolCall({
+        tool_name: 'unit_convert',
+        tool_args: { value: i + 0.25, from_unit: 'miles', to_unit: 'km' },
+        target: { kind: 'explicit', node_id: nodeId },
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: callers }, caller));
+  answers.forEach((r, i) => {
+    expect(r, `call ${i}`).toMatchObject({ ok: true, verified: true, node_id: nodeId, output: { unit: 'km' } });
+    expect((r.output as { value: number }).value).toBeCloseTo((i + 0.25) * 1.609344, 9);
+  });
+  expect(new Set(answers.map((r) => r.task_id)).size).toBe(calls);
+  return answers;
 }

@@ -10,7 +10,7 @@ import { parseHostPort } from '../src/core/address.js';
 import { silentLogger } from '../src/core/logger.js';
 import { requestCertificate } from '../src/node/pairing.js';
 import { generateTlsKeyPem } from '../src/protocol/pki.js';
-import { generateSigningKeys, loadSigningKeys, resultHash, signResult } from '../src/protocol/signing.js';
+import { generateSigningKeys, loadSigningKeys, resultHash, signResult, signResultBatch } from '../src/protocol/signing.js';
 import { waitFor } from './harness.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: frames off the wire are checked by the assertions, not by types
@@ -112,6 +112,33 @@ export function taskResult(key: KeyObject, taskId: string, attempt: number, outp
 /** A failed TASK_RESULT, signed over its error as a node signs a failure. */
 export function taskFailure(key: KeyObject, taskId: string, attempt: number, error: Json): Json {
   return signedResult(key, taskId, attempt, false, error);
+}
+
+/** One result of a RESULT_BATCH, as a test writes it. */
+export interface RawBatchedResult {
+  task_id: string;
+  attempt: number;
+  output: Json;
+}
+
+/** A RESULT_BATCH over these results, signed once with `key` (the node's own unless a test forges one). */
+export function resultBatch(key: KeyObject, results: RawBatchedResult[]): Json {
+  const timestamp = new Date().toISOString();
+  const entries = results.map((r) => ({
+    task_id: r.task_id,
+    attempt: r.attempt,
+    ok: true,
+    output: r.output,
+    duration_ms: 1,
+    result_hash: resultHash(r.output),
+  }));
+  return {
+    v: 1,
+    type: 'RESULT_BATCH',
+    results: entries,
+    node_signature: signResultBatch(key, { timestamp, results: entries }),
+    timestamp,
+  };
 }
 
 /** A hand-driven node connection: sends whatever the test says and keeps every frame the gateway sends back. */

@@ -2,11 +2,9 @@
 // advertise it, older nodes keep single TASK frames, and a node refuses a whole batch the gateway did not sign.
 import { generateKeyPairSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startProcess } from '../src/cli/processes.js';
-import type { ToolCallResult } from '../src/protocol/api.js';
 import { type SignedTaskBatchFields, signTask, signTaskBatch, verifyTask } from '../src/protocol/signing.js';
-import { FakeGateway, type FakeLink } from './fake-gateway.js';
-import { Cluster, cliPath, http, testToolsModule, waitFor } from './harness.js';
+import { type FakeGateway, type FakeLink, nodeOnFakeGateway } from './fake-gateway.js';
+import { Cluster, convertClosedLoop, http, waitFor } from './harness.js';
 import { type Json, pairRawNode, type RawIdentity, type RawPeer, registerRaw, taskResult } from './raw-node.js';
 
 describe('task batches - real gateway and nodes', () => {
@@ -24,24 +22,7 @@ describe('task batches - real gateway and nodes', () => {
 
   it('task batches - 64 callers, 400 calls to one node: some go as TASK_BATCH, every answer is verified and stored', async () => {
     const client = c.gateway.client;
-    // A closed loop, as the dispatch bench runs: each caller sends its next call when the last is answered.
-    const answers: ToolCallResult[] = [];
-    let next = 0;
-    const caller = async () => {
-      for (let i = next++; i < 400; i = next++) {
-        answers[i] = await client.toolCall({
-          tool_name: 'unit_convert',
-          tool_args: { value: i + 0.25, from_unit: 'miles', to_unit: 'km' },
-          target: { kind: 'explicit', node_id: 'batch:node' },
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: 64 }, caller));
-    answers.forEach((r, i) => {
-      expect(r, `call ${i}`).toMatchObject({ ok: true, verified: true, node_id: 'batch:node', output: { unit: 'km' } });
-      expect((r.output as { value: number }).value).toBeCloseTo((i + 0.25) * 1.609344, 9);
-    });
-    expect(new Set(answers.map((r) => r.task_id)).size).toBe(400);
+    const answers = await convertClosedLoop(client, 'batch:node', 400, 64);
     const health = (await http(c.gateway.api, 'GET', '/healthz')).json;
     expect(health.task_batches).toBeGreaterThan(0);
     expect(health.batched_tasks).toBeGreaterThanOrEqual(2 * health.task_batches);
@@ -82,19 +63,7 @@ describe('task batches - a node refuses TASK_BATCH frames the gateway did not si
 
   beforeAll(async () => {
     await c.startGateway();
-    const node = await c.startNode({ id: nodeId });
-    await node.proc.stop();
-    fake = await FakeGateway.start(c.gateway.dataDir);
-    const ready = startProcess(
-      ['node', '--gateway', fake.address, '--id', nodeId, '--data-dir', node.dataDir, '--tools-module', testToolsModule],
-      'node ready',
-      { cliPath },
-    ).then(({ managed }) => c.procs.push(managed));
-    link = await fake.link(nodeId);
-    register = await link.next('REGISTER', 'REGISTER');
-    link.welcome(nodeId);
-    await ready;
-    await link.next('NODE_READY', 'NODE_READY');
+    ({ fake, link, register } = await nodeOnFakeGateway(c, nodeId));
   }, 60_000);
   afterAll(async () => {
     fake?.close();

@@ -56,6 +56,7 @@ export const ErrorCodes = {
   FM_ERR_SIGNING_KEY_MISMATCH: { status: 403, retryable: false, message: 'Node signing key differs from the one bound at pairing' },
   FM_ERR_TASK_SIGNATURE: { status: 403, retryable: false, message: 'TASK frame does not carry a valid gateway signature' },
   FM_ERR_RESULT_REPLAYED: { status: 409, retryable: false, message: 'Result was already delivered for another task or attempt' },
+  FM_ERR_RESULT_REFUSED: { status: 403, retryable: false, message: 'RESULT_BATCH did not check and was refused whole' },
   FM_ERR_INVALID_WORKFLOW: { status: 400, retryable: false, message: 'Workflow is invalid' },
   FM_ERR_POLICY_VIOLATION: { status: 400, retryable: false, message: 'Workflow violates one of its policies' },
   FM_ERR_WORKFLOW_NOT_FOUND: { status: 404, retryable: false, message: 'Workflow not found' },

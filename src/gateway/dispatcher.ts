@@ -12,9 +12,9 @@ import { type ErrorBody, ErrorCodes, FieldmeshError, isErrorCode, toErrorBody } 
 import { newId } from '../core/ids.js';
 import type { Logger } from '../core/logger.js';
 import { encodeFrame } from '../protocol/codec.js';
-import type { ErrorFrame, TaskAckFrame, TaskResultFrame } from '../protocol/frames.js';
+import type { BatchedResult, ErrorFrame, ResultBatchFrame, TaskAckFrame, TaskResultFrame } from '../protocol/frames.js';
 import type { JsonValue } from '../protocol/json.js';
-import { resultHash, verifyResult } from '../protocol/signing.js';
+import { type ResultBatchProof, resultBatchProofs, resultHash, verifyResult, verifyResultBatch } from '../protocol/signing.js';
 import { backoffBefore, type OfflineBehavior, type RetryPolicy, type Target } from '../protocol/target.js';
 import { type AttemptRecord, NodeStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
 import { Approvals, approvalError } from './approvals.js';
@@ -70,6 +70,8 @@ interface AttemptOutcome {
   duration_ms: number | null;
   node_signature?: string;
   signed_at?: string;
+  /** The result's inclusion proof, when `node_signature` is a RESULT_BATCH's. */
+  result_batch?: ResultBatchProof;
 }
 
 interface PendingAttempt {
@@ -111,6 +113,27 @@ function failure(error: ErrorBody): AttemptOutcome {
   return { ok: false, error, verified: false, result_hash: null, duration_ms: null };
 }
 
+/** A result's output (or error) hashes to the result_hash the node signed. */
+function hashMatches(r: BatchedResult): boolean {
+  return resultHash(r.ok ? (r.output ?? null) : (r.error ?? null)) === r.result_hash;
+}
+
+/** What a result settles its attempt with; `verify_error` says why it did not check. */
+function resultOutcome(r: BatchedResult, signature: string, signedAt: string, verify_error: string | undefined): AttemptOutcome {
+  const outcome: AttemptOutcome = {
+    ok: r.ok,
+    verified: !verify_error,
+    result_hash: r.result_hash,
+    duration_ms: r.duration_ms,
+    node_signature: signature,
+    signed_at: signedAt,
+  };
+  if (verify_error) outcome.verify_error = verify_error;
+  if (r.ok) outcome.output = (r.output ?? null) as JsonValue;
+  else outcome.error = r.error ?? { code: 'FM_ERR_EXECUTION', message: 'Node reported a failure without details' };
+  return outcome;
+}
+
 function isRetryable(error: ErrorBody): boolean {
   // A node's policy is its final answer, whatever the node says: the task is not moved to another node.
   if (error.code === 'FM_ERR_NODE_POLICY_DENIED') return false;
@@ -136,6 +159,9 @@ export class Dispatcher {
   readonly #seenSignatures = new Map<string, string>();
   /** Results that arrived for an attempt no longer waited on (late, replayed or unknown). */
   staleResults = 0;
+  /** RESULT_BATCH frames whose one signature verified, and the results they carried. */
+  resultBatches = 0;
+  batchedResults = 0;
   /** The tool policy's approvals: tasks of supervised tools wait here before placement. */
   readonly approvals: Approvals;
   /** Signs and sends TASK frames, batched per node and turn for nodes that take TASK_BATCH. */
@@ -439,23 +465,11 @@ export class Dispatcher {
         message: `This result's signature was already delivered for another task or attempt; refused for ${frame.task_id} attempt ${frame.attempt}`,
       };
     }
-    if (seenFor === undefined) {
-      this.#seenSignatures.set(frame.node_signature, k);
-      if (this.#seenSignatures.size > SEEN_SIGNATURES) this.#seenSignatures.delete(this.#seenSignatures.keys().next().value as string);
-    }
-    const p = this.#pending.get(k);
-    if (!p || p.nodeId !== entry.record.node_id) {
-      this.staleResults += 1;
-      this.#opts.logger.debug('discarded result for an attempt not awaited', {
-        task_id: frame.task_id,
-        attempt: frame.attempt,
-        node_id: entry.record.node_id,
-      });
-      return undefined;
-    }
-    const body = frame.ok ? (frame.output ?? null) : (frame.error ?? null);
+    if (seenFor === undefined) this.#rememberSignature(frame.node_signature, k);
+    const p = this.#awaited(entry, frame);
+    if (!p) return undefined;
     let verify_error: string | undefined;
-    if (resultHash(body) !== frame.result_hash) verify_error = 'result_hash does not match the result';
+    if (!hashMatches(frame)) verify_error = 'result_hash does not match the result';
     else if (!entry.record.public_key) verify_error = 'node has no signing key on record';
     else if (
       !verifyResult(entry.record.public_key, frame.task_id, frame.attempt, frame.result_hash, frame.timestamp, frame.node_signature)
@@ -464,18 +478,77 @@ export class Dispatcher {
     }
     if (verify_error)
       this.#opts.logger.warn('result failed verification', { task_id: frame.task_id, node_id: entry.record.node_id, reason: verify_error });
-    const outcome: AttemptOutcome = {
-      ok: frame.ok,
-      verified: !verify_error,
-      result_hash: frame.result_hash,
-      duration_ms: frame.duration_ms,
-      node_signature: frame.node_signature,
-      signed_at: frame.timestamp,
-    };
-    if (verify_error) outcome.verify_error = verify_error;
-    if (frame.ok) outcome.output = (frame.output ?? null) as JsonValue;
-    else outcome.error = frame.error ?? { code: 'FM_ERR_EXECUTION', message: 'Node reported a failure without details' };
-    p.settle(outcome);
+    p.settle(resultOutcome(frame, frame.node_signature, frame.timestamp, verify_error));
+    return undefined;
+  }
+
+  /**
+   * Settles the attempts a RESULT_BATCH answers, after one check of its one
+   * signature. A batch that does not check (its signature, any result's hash,
+   * a result named twice, a result for an attempt this gateway awaits from
+   * another node) is refused whole: each of its results that this node's
+   * attempts await settles as a result whose signature failed
+   * (`verified: false` with the reason), and the error to send back is
+   * returned. A batch signature already seen is a replay: it settles nothing.
+   * Attempts of other nodes are never touched.
+   */
+  onResultBatch(entry: NodeEntry, frame: ResultBatchFrame): ErrorBody | undefined {
+    const nodeId = entry.record.node_id;
+    const n = frame.results.length;
+    if (this.#seenSignatures.has(frame.node_signature)) {
+      this.staleResults += n;
+      this.#opts.logger.warn('refused a replayed result batch', { node_id: nodeId, results: n });
+      return {
+        code: 'FM_ERR_RESULT_REPLAYED',
+        message: `This RESULT_BATCH's signature was already delivered; refused for its ${n} results`,
+      };
+    }
+    this.#rememberSignature(frame.node_signature, 'RESULT_BATCH');
+    let why: string | undefined;
+    const keys = new Set<string>();
+    for (const r of frame.results) {
+      const k = key(r.task_id, r.attempt);
+      const other = this.#pending.get(k);
+      if (keys.has(k)) why = `it names task ${r.task_id} attempt ${r.attempt} twice`;
+      else if (other && other.nodeId !== nodeId) why = `task ${r.task_id} attempt ${r.attempt} is not awaited from this node`;
+      else if (!hashMatches(r)) why = `result_hash of task ${r.task_id} attempt ${r.attempt} does not match its result`;
+      if (why) break;
+      keys.add(k);
+    }
+    if (!why && !entry.record.public_key) why = 'node has no signing key on record';
+    if (!why && !verifyResultBatch(entry.record.public_key as string, frame, frame.node_signature))
+      why = 'node_signature does not verify with the node key';
+    const verify_error = why && `RESULT_BATCH refused: ${why}`;
+    const proofs = resultBatchProofs(frame.results);
+    frame.results.forEach((r, i) => {
+      const outcome = resultOutcome(r, frame.node_signature, frame.timestamp, verify_error);
+      outcome.result_batch = proofs[i];
+      this.#awaited(entry, r)?.settle(outcome);
+    });
+    if (!verify_error) {
+      this.resultBatches += 1;
+      this.batchedResults += n;
+      return undefined;
+    }
+    this.#opts.logger.warn('result batch failed verification', { node_id: nodeId, results: n, reason: verify_error });
+    return { code: 'FM_ERR_RESULT_REFUSED', message: verify_error };
+  }
+
+  #rememberSignature(signature: string, k: string): void {
+    this.#seenSignatures.set(signature, k);
+    if (this.#seenSignatures.size > SEEN_SIGNATURES) this.#seenSignatures.delete(this.#seenSignatures.keys().next().value as string);
+  }
+
+  /** The attempt a result answers when this node's attempt awaits it; otherwise the result is stale, counted and dropped. */
+  #awaited(entry: NodeEntry, r: { task_id: string; attempt: number }): PendingAttempt | undefined {
+    const p = this.#pending.get(key(r.task_id, r.attempt));
+    if (p && p.nodeId === entry.record.node_id) return p;
+    this.staleResults += 1;
+    this.#opts.logger.debug('discarded result for an attempt not awaited', {
+      task_id: r.task_id,
+      attempt: r.attempt,
+      node_id: entry.record.node_id,
+    });
     return undefined;
   }
 
@@ -611,6 +684,7 @@ export class Dispatcher {
       if (outcome.node_signature) {
         record.node_signature = outcome.node_signature;
         record.signed_at = outcome.signed_at ?? null;
+        if (outcome.result_batch) record.result_batch = outcome.result_batch;
       }
       if (outcome.result_hash && !outcome.verified) verifiedAll = false;
       this.#opts.onAttempt?.(task, record);

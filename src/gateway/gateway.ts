@@ -95,6 +95,7 @@ export class Gateway {
       () => ({ in_flight: this.dispatcher.inFlight, running_tasks: this.dispatcher.activeTasks }),
       options.logger,
       () => this.dispatcher.outbox.batches,
+      () => this.dispatcher.resultBatches,
     );
     this.workflows = new WorkflowEngine(store, this.dispatcher, this.registry, {
       logger: options.logger,
@@ -126,6 +127,8 @@ export class Gateway {
         stale_results: this.dispatcher.staleResults,
         task_batches: this.dispatcher.outbox.batches,
         batched_tasks: this.dispatcher.outbox.batchedTasks,
+        result_batches: this.dispatcher.resultBatches,
+        batched_results: this.dispatcher.batchedResults,
         client_sockets: this.#clientSockets.connections,
       }),
     });

@@ -27,6 +27,7 @@ export class GatewayMetrics {
     queueDepth: () => { in_flight: number; running_tasks: number },
     logger: Logger,
     taskBatches: () => number = () => 0,
+    resultBatches: () => number = () => 0,
   ) {
     this.#store = store;
     this.#logger = logger;
@@ -66,15 +67,26 @@ export class GatewayMetrics {
         this.set({ queue: 'tasks_running' }, q.running_tasks);
       },
     });
-    new Counter({
-      name: 'fieldmesh_task_batches_total',
-      help: 'TASK_BATCH frames sent: tasks for one node in one turn under one gateway signature',
-      registers: [this.prom],
-      collect() {
-        this.reset();
-        this.inc(taskBatches());
-      },
-    });
+    const countFrom = (name: string, help: string, count: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.prom],
+        collect() {
+          this.reset();
+          this.inc(count());
+        },
+      });
+    countFrom(
+      'fieldmesh_task_batches_total',
+      'TASK_BATCH frames sent: tasks for one node in one turn under one gateway signature',
+      taskBatches,
+    );
+    countFrom(
+      'fieldmesh_result_batches_total',
+      'RESULT_BATCH frames verified: results of one node in one turn under one node signature',
+      resultBatches,
+    );
   }
 
   record(inv: InvocationRecord): void {

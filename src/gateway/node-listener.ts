@@ -19,7 +19,7 @@ import { FieldmeshError, statusOf, toErrorBody } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { decodeFrame, encodeFrame, negotiateVersion } from '../protocol/codec.js';
 import { sendBatched } from '../protocol/cork.js';
-import { type CertRenewFrame, type Frame, PROTOCOL_VERSIONS } from '../protocol/frames.js';
+import { type CertRenewFrame, type Frame, NodeFeature, PROTOCOL_VERSIONS } from '../protocol/frames.js';
 import { PAIRING_ALPN, PAIRING_PATH } from '../protocol/pairing.js';
 import { normalizeSerial } from '../protocol/pki.js';
 import type { CertificateRecord } from '../store/types.js';
@@ -31,6 +31,9 @@ import type { NodeConnection, NodeEntry, Registry } from './registry.js';
 import type { StateSync } from './state-sync.js';
 import type { GatewayIdentity } from './tls.js';
 import { TlsRouter } from './tls-router.js';
+
+/** The optional features of a node's REGISTER this gateway speaks; WELCOME lists those the node advertised. */
+const GATEWAY_FEATURES: readonly string[] = [NodeFeature.TaskBatch, NodeFeature.ResultBatch];
 
 /** WebSocket close code for a peer whose identity is refused (revoked, or not the node its certificate names). */
 export const CLOSE_IDENTITY_REFUSED = 4003;
@@ -380,6 +383,7 @@ export class NodeListener {
         peers: [],
         heartbeat_interval_ms: this.#opts.heartbeatIntervalMs,
         max_frame_bytes: this.#opts.maxFrameBytes,
+        features: GATEWAY_FEATURES.filter((f) => conn.features?.has(f)),
       }),
     );
     return entry;
@@ -451,6 +455,11 @@ export class NodeListener {
       case 'TASK_RESULT': {
         const refused = this.#dispatcher.onResult(entry, frame);
         if (refused) reject(refused.code, refused.message, frame.task_id);
+        return;
+      }
+      case 'RESULT_BATCH': {
+        const refused = this.#dispatcher.onResultBatch(entry, frame);
+        if (refused) reject(refused.code, refused.message);
         return;
       }
       case 'ERROR':

@@ -494,6 +494,7 @@ export class WorkflowEngine {
         output_hash: a.result_hash,
         node_signature: a.node_signature ?? null,
         signed_at: a.signed_at ?? null,
+        ...(a.result_batch ? { result_batch: a.result_batch } : {}),
         verified: a.verified === true,
         recorded_at: new Date().toISOString(),
       });

@@ -18,12 +18,15 @@ import { VERSION } from '../core/version.js';
 import { MulticastAdvertiser } from '../discovery/multicast.js';
 import { decodeFrame, encodeFrame } from '../protocol/codec.js';
 import {
+  type BatchedResult,
   type CancelFrame,
   type CertIssuedFrame,
   type DeployFrame,
   type FrameType,
+  MAX_BATCH_RESULTS,
   NodeFeature,
   type NodePolicy,
+  PROTOCOL_VERSION,
   PROTOCOL_VERSIONS,
   type StatePushFrame,
   type SyncResponseFrame,
@@ -35,12 +38,14 @@ import {
 import { GATEWAY_CLIENT_CN, NODE_PROTOCOL_PATH } from '../protocol/peers.js';
 import { createNodeCsr, generateTlsKeyPem } from '../protocol/pki.js';
 import {
+  type BatchedResultFields,
   generateSigningKeys,
   loadSigningKeys,
   resultHash,
   type SignedTaskFields,
   type SigningKeys,
   signResult,
+  signResultBatch,
   verifyTask,
   verifyTaskBatch,
   verifyUndeploy,
@@ -102,10 +107,45 @@ interface Connection {
   lastHeardMs: number;
   /** Listen mode: the address the gateway dialed from. */
   remote?: string;
+  /** The gateway's WELCOME listed `result_batch`: results ready in one turn go under one signature. */
+  resultBatch: boolean;
 }
 
 function newConnection(ws: WebSocket, remote?: string): Connection {
-  return { ws, opened: false, welcomed: false, fatal: undefined, lastError: undefined, lastHeardMs: Date.now(), remote };
+  return {
+    ws,
+    opened: false,
+    welcomed: false,
+    fatal: undefined,
+    lastError: undefined,
+    lastHeardMs: Date.now(),
+    remote,
+    resultBatch: false,
+  };
+}
+
+/** A finished task whose result waits for the end of this turn of the event loop, to be signed with the others. */
+interface ReadyResult {
+  task: SignedTaskFields;
+  outcome: RunOutcome;
+  duration_ms: number;
+}
+
+/** Room in a RESULT_BATCH for everything but its results: envelope, timestamp and signature, with margin. */
+const RESULT_ENVELOPE_BYTES = 512;
+
+const resultKey = (task: { task_id: string; attempt: number }) => `${task.task_id}\u0000${task.attempt}`;
+
+/** A result's fields as TASK_RESULT and RESULT_BATCH carry them, but the signature and its timestamp. */
+function batchedResult(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number): BatchedResult {
+  return {
+    task_id: task.task_id,
+    attempt: task.attempt,
+    ok: outcome.ok,
+    ...(outcome.ok ? { output: outcome.output } : { error: outcome.error }),
+    duration_ms,
+    result_hash: resultHash(outcome.ok ? outcome.output : outcome.error),
+  };
 }
 
 interface RunningTask {
@@ -184,7 +224,9 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
   private readonly pendingAcks = new Map<string, { conn: Connection; task_id: string; attempt: number }>();
   private acksScheduled = false;
   /** Encoded results of recently finished attempts, so a redelivered TASK is answered, never run twice. */
-  private readonly finishedResults = new Map<string, string>();
+  private readonly finishedResults = new Map<string, string | (() => string)>();
+  /** Results finished in this turn of the event loop, signed together at its end (see flushResults). */
+  private readyResults: ReadyResult[] = [];
   /** Results that finished while no connection was up; sent after the next WELCOME. */
   private readonly outbox: string[] = [];
   private conn: Connection | undefined;
@@ -678,7 +720,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       max_concurrency: this.options.maxConcurrency,
       policy: this.policy,
       functions: this.functions.list(),
-      features: [NodeFeature.TaskBatch],
+      features: [NodeFeature.TaskBatch, NodeFeature.ResultBatch],
     });
   }
 
@@ -757,6 +799,7 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       this.log.warn('WELCOME names another node id', { expected: this.options.id, got: frame.node_id });
     }
     conn.welcomed = true;
+    conn.resultBatch = frame.features?.includes(NodeFeature.ResultBatch) ?? false;
     this.heartbeatMs = frame.heartbeat_interval_ms;
     this.frameLimit = frame.max_frame_bytes;
     this.gatewayId = frame.gateway_id;
@@ -918,12 +961,15 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
 
   /** A task whose gateway signature verified: answered again if it already ran, otherwise acknowledged and run. */
   private runVerifiedTask(conn: Connection, frame: SignedTaskFields): void {
-    const key = `${frame.task_id}\u0000${frame.attempt}`;
+    const key = resultKey(frame);
     const done = this.finishedResults.get(key);
     if (done !== undefined) {
       // Already ran: answer again with the signed result instead of running the tool a second time.
       this.send(conn, 'TASK_ACK', { task_id: frame.task_id, attempt: frame.attempt });
-      if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(done);
+      // A result that went in a RESULT_BATCH is signed again on its own: the batch is never sent twice.
+      const text = typeof done === 'string' ? done : done();
+      if (typeof done !== 'string') this.remember(key, text);
+      if (conn.ws.readyState === WebSocket.OPEN) conn.ws.send(text);
       return;
     }
     const existing = this.running.get(key);
@@ -1083,19 +1129,103 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     this.log.debug('CANCEL from gateway', { task_id: frame.task_id, attempt: frame.attempt, matched });
   }
 
+  /**
+   * A finished task's result. To a gateway that takes RESULT_BATCH, while
+   * other tasks still run, it waits for the end of this turn of the event
+   * loop (setImmediate: after every worker message of this poll phase), and
+   * the results ready by then go under one signature. Otherwise (the last
+   * task running, as at concurrency 1, or a gateway without the feature) it
+   * goes at once as a TASK_RESULT signed on its own.
+   */
   private sendResult(task: SignedTaskFields, outcome: RunOutcome, durationMs: number, key: string): void {
+    // The result acknowledges the task: an ACK still waiting for the end of the turn is not needed.
+    this.pendingAcks.delete(key);
     const duration_ms = Math.round(durationMs * 1000) / 1000;
-    let text = this.encodeResult(task, outcome, duration_ms);
-    const size = Buffer.byteLength(text);
-    if (size > this.frameLimit) {
-      const error: ErrorBody = {
-        code: 'FM_ERR_RESULT_TOO_LARGE',
-        message: `Result of tool "${task.tool_name}" is ${size} bytes, over the frame limit of ${this.frameLimit} bytes`,
-        retryable: false,
-      };
-      text = this.encodeResult(task, { ok: false, error }, duration_ms);
-      outcome = { ok: false, error };
+    const live = this.conn;
+    const alone = this.readyResults.length === 0 && this.running.size === 0;
+    if (alone || !live?.resultBatch || !live.welcomed || live.ws.readyState !== WebSocket.OPEN) {
+      this.sendSingleResult(task, outcome, duration_ms, key);
+      return;
     }
+    // A TASK redelivered before the batch leaves is answered from here rather than run again.
+    this.remember(key, () => this.encodeResult(task, outcome, duration_ms).text);
+    if (this.readyResults.push({ task, outcome, duration_ms }) === 1) setImmediate(() => this.flushResults());
+  }
+
+  /** The results ready in this turn: one alone goes as a TASK_RESULT, more as RESULT_BATCH frames under the frame limit. */
+  private flushResults(): void {
+    const ready = this.readyResults;
+    this.readyResults = [];
+    const live = this.conn;
+    if (ready.length === 1 || !live?.resultBatch || !live.welcomed || live.ws.readyState !== WebSocket.OPEN) {
+      for (const r of ready) this.sendSingleResult(r.task, r.outcome, r.duration_ms, resultKey(r.task));
+      return;
+    }
+    let chunk: ReadyResult[] = [];
+    let texts: string[] = [];
+    let fields: BatchedResultFields[] = [];
+    let bytes = RESULT_ENVELOPE_BYTES;
+    const send = () => {
+      if (chunk.length === 1) {
+        const r = chunk[0] as ReadyResult;
+        this.sendSingleResult(r.task, r.outcome, r.duration_ms, resultKey(r.task));
+      } else if (chunk.length > 1) this.sendResultBatch(live, chunk, texts, fields);
+      chunk = [];
+      texts = [];
+      fields = [];
+      bytes = RESULT_ENVELOPE_BYTES;
+    };
+    for (const r of ready) {
+      const entry = batchedResult(r.task, r.outcome, r.duration_ms);
+      const text = JSON.stringify(entry);
+      const size = Buffer.byteLength(text) + 1;
+      if (size + RESULT_ENVELOPE_BYTES > this.frameLimit) {
+        // Too large to share a frame: alone, it fits as a TASK_RESULT or becomes FM_ERR_RESULT_TOO_LARGE, as always.
+        this.sendSingleResult(r.task, r.outcome, r.duration_ms, resultKey(r.task));
+        continue;
+      }
+      if (chunk.length >= MAX_BATCH_RESULTS || (chunk.length > 0 && bytes + size > this.frameLimit)) send();
+      chunk.push(r);
+      texts.push(text);
+      fields.push(entry);
+      bytes += size;
+    }
+    send();
+  }
+
+  private sendResultBatch(conn: Connection, ready: ReadyResult[], texts: string[], fields: BatchedResultFields[]): void {
+    const timestamp = new Date().toISOString();
+    const signature = signResultBatch(this.keys.privateKey, { timestamp, results: fields });
+    for (const r of ready) this.logFinished(r.task, r.outcome, r.duration_ms);
+    // The results' JSON was made once, for sizing the batch; the frame is assembled around it.
+    const head = JSON.stringify({ v: PROTOCOL_VERSION, type: 'RESULT_BATCH', timestamp, node_signature: signature });
+    conn.ws.send(`${head.slice(0, -1)},"results":[${texts.join(',')}]}`);
+  }
+
+  /** A result as a TASK_RESULT signed on its own, sent now or kept in the outbox until the gateway is back. */
+  private sendSingleResult(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number, key: string): void {
+    const signed = this.encodeResult(task, outcome, duration_ms);
+    this.logFinished(task, signed.outcome, duration_ms);
+    this.remember(key, signed.text);
+    const live = this.conn;
+    if (!live?.welcomed || live.ws.readyState !== WebSocket.OPEN) {
+      // Kept for the next connection: the gateway decides whether the attempt is still wanted (attempt numbers fence it).
+      this.outbox.push(signed.text);
+      if (this.outbox.length > OUTBOX_LIMIT) this.outbox.shift();
+      this.log.debug('result kept in the outbox until the gateway is back', { task_id: task.task_id, attempt: task.attempt });
+      return;
+    }
+    live.ws.send(signed.text);
+  }
+
+  /** Remembers a finished result for a redelivered TASK, the oldest forgotten beyond FINISHED_CACHE. */
+  private remember(key: string, result: string | (() => string)): void {
+    this.finishedResults.delete(key);
+    this.finishedResults.set(key, result);
+    if (this.finishedResults.size > FINISHED_CACHE) this.finishedResults.delete(this.finishedResults.keys().next().value as string);
+  }
+
+  private logFinished(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number): void {
     this.log.debug('task finished', {
       task_id: task.task_id,
       attempt: task.attempt,
@@ -1104,19 +1234,6 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
       code: outcome.ok ? undefined : outcome.error.code,
       duration_ms,
     });
-    // The result acknowledges the task: an ACK still waiting for the end of the turn is not needed.
-    this.pendingAcks.delete(key);
-    this.finishedResults.set(key, text);
-    if (this.finishedResults.size > FINISHED_CACHE) this.finishedResults.delete(this.finishedResults.keys().next().value as string);
-    const live = this.conn;
-    if (!live?.welcomed || live.ws.readyState !== WebSocket.OPEN) {
-      // Kept for the next connection: the gateway decides whether the attempt is still wanted (attempt numbers fence it).
-      this.outbox.push(text);
-      if (this.outbox.length > OUTBOX_LIMIT) this.outbox.shift();
-      this.log.debug('result kept in the outbox until the gateway is back', { task_id: task.task_id, attempt: task.attempt });
-      return;
-    }
-    live.ws.send(text);
   }
 
   private flushOutbox(conn: Connection): void {
@@ -1125,17 +1242,28 @@ export class NodeAgent extends EventEmitter<NodeAgentEvents> {
     if (pending.length > 0) this.log.info('sent results kept while offline', { count: pending.length });
   }
 
-  private encodeResult(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number): string {
+  /** A TASK_RESULT signed on its own; a result over the frame limit becomes FM_ERR_RESULT_TOO_LARGE. */
+  private encodeResult(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number): { text: string; outcome: RunOutcome } {
+    let text = this.signedResultFrame(task, outcome, duration_ms);
+    const size = Buffer.byteLength(text);
+    if (size > this.frameLimit) {
+      const error: ErrorBody = {
+        code: 'FM_ERR_RESULT_TOO_LARGE',
+        message: `Result of tool "${task.tool_name}" is ${size} bytes, over the frame limit of ${this.frameLimit} bytes`,
+        retryable: false,
+      };
+      outcome = { ok: false, error };
+      text = this.signedResultFrame(task, outcome, duration_ms);
+    }
+    return { text, outcome };
+  }
+
+  private signedResultFrame(task: SignedTaskFields, outcome: RunOutcome, duration_ms: number): string {
     const timestamp = new Date().toISOString();
-    const hash = resultHash(outcome.ok ? outcome.output : outcome.error);
+    const entry = batchedResult(task, outcome, duration_ms);
     return encodeFrame('TASK_RESULT', {
-      task_id: task.task_id,
-      attempt: task.attempt,
-      ok: outcome.ok,
-      ...(outcome.ok ? { output: outcome.output } : { error: outcome.error }),
-      duration_ms,
-      result_hash: hash,
-      node_signature: signResult(this.keys.privateKey, task.task_id, task.attempt, hash, timestamp),
+      ...entry,
+      node_signature: signResult(this.keys.privateKey, task.task_id, task.attempt, entry.result_hash, timestamp),
       timestamp,
     });
   }

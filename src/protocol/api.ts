@@ -89,6 +89,13 @@ export const ApprovalSchema = Type.Object({
 });
 export type ApprovalView = Static<typeof ApprovalSchema>;
 
+/** A result's place in the Merkle tree its RESULT_BATCH signature covers (see signing.ts). */
+export const ResultBatchProofSchema = Type.Object({
+  size: Type.Integer({ minimum: 1 }),
+  index: Type.Integer({ minimum: 0 }),
+  path: Type.Array(Type.String()),
+});
+
 export const AttemptSchema = Type.Object({
   attempt: Type.Integer(),
   node_id: Type.String(),
@@ -101,6 +108,8 @@ export const AttemptSchema = Type.Object({
   result_hash: Type.Union([Type.String(), Type.Null()]),
   node_signature: Type.Optional(Type.Union([Type.String(), Type.Null()])),
   signed_at: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  /** Set when the result came in a RESULT_BATCH: `node_signature` is the batch's, and this is the result's inclusion proof. */
+  result_batch: Type.Optional(Type.Union([ResultBatchProofSchema, Type.Null()])),
 });
 
 export const TaskView = Type.Object({
@@ -253,6 +262,7 @@ export const AuditEntry = Type.Object({
   output_hash: Type.Union([Type.String(), Type.Null()]),
   node_signature: Type.Union([Type.String(), Type.Null()]),
   signed_at: Type.Union([Type.String(), Type.Null()]),
+  result_batch: Type.Optional(Type.Union([ResultBatchProofSchema, Type.Null()])),
   verified: Type.Boolean(),
   recorded_at: Type.String(),
 });

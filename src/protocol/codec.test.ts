@@ -20,7 +20,7 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     public_key: '-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n',
     agent_version: '0.1.0',
     max_concurrency: 4,
-    features: ['task_batch'],
+    features: ['task_batch', 'result_batch'],
   },
   WELCOME: {
     v: 1,
@@ -32,6 +32,7 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     peers: [],
     heartbeat_interval_ms: 1000,
     max_frame_bytes: 1048576,
+    features: ['result_batch'],
   },
   NODE_READY: { v: 1, type: 'NODE_READY', node_id: 'rpi:device_b' },
   HEARTBEAT: {
@@ -75,6 +76,16 @@ const valid: Record<FrameType, Record<string, unknown>> = {
     output: { text: 'hi' },
     duration_ms: 12.5,
     result_hash: hash,
+    node_signature: 'c2lnbmF0dXJl',
+    timestamp: '2025-01-01T00:00:00.000Z',
+  },
+  RESULT_BATCH: {
+    v: 1,
+    type: 'RESULT_BATCH',
+    results: [
+      { task_id: 'task_1', attempt: 1, ok: true, output: { text: 'hi' }, duration_ms: 12.5, result_hash: hash },
+      { task_id: 'task_2', attempt: 3, ok: false, error: { code: 'FM_ERR_EXECUTION', message: 'no' }, duration_ms: 1, result_hash: hash },
+    ],
     node_signature: 'c2lnbmF0dXJl',
     timestamp: '2025-01-01T00:00:00.000Z',
   },

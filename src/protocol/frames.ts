@@ -22,6 +22,7 @@ export const FrameType = {
   TaskBatch: 'TASK_BATCH',
   TaskAck: 'TASK_ACK',
   TaskResult: 'TASK_RESULT',
+  ResultBatch: 'RESULT_BATCH',
   Cancel: 'CANCEL',
   SyncRequest: 'SYNC_REQUEST',
   SyncResponse: 'SYNC_RESPONSE',
@@ -122,6 +123,8 @@ export const RegisterFrame = Type.Object({
 export const NodeFeature = {
   /** The node takes TASK_BATCH frames: several tasks under one gateway signature. */
   TaskBatch: 'task_batch',
+  /** The node sends RESULT_BATCH frames (several results under one node signature) once WELCOME lists this too. */
+  ResultBatch: 'result_batch',
 } as const;
 
 export const WelcomeFrame = Type.Object({
@@ -134,6 +137,11 @@ export const WelcomeFrame = Type.Object({
   peers: Type.Array(Type.String()),
   heartbeat_interval_ms: Type.Integer({ minimum: 10 }),
   max_frame_bytes: Type.Integer({ minimum: 1024 }),
+  /**
+   * Of the features the node advertised in REGISTER, those this gateway speaks too; a node sends
+   * RESULT_BATCH frames only when `result_batch` is here. Absent from gateways that predate it.
+   */
+  features: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { maxItems: 64 })),
 });
 
 export const NodeReadyFrame = Type.Object({
@@ -202,9 +210,8 @@ export const TaskAckFrame = Type.Object({
   attempt: Attempt,
 });
 
-export const TaskResultFrame = Type.Object({
-  v: Type.Integer({ minimum: 1 }),
-  type: Type.Literal('TASK_RESULT'),
+/** One result of a RESULT_BATCH: a TASK_RESULT's fields without those the batch carries once. */
+export const BatchedResultSchema = Type.Object({
   task_id: TaskId,
   attempt: Attempt,
   ok: Type.Boolean(),
@@ -213,7 +220,35 @@ export const TaskResultFrame = Type.Object({
   duration_ms: Type.Number({ minimum: 0 }),
   /** `sha256:<hex>` of the canonical JSON of `output` (or of `error` when not ok). */
   result_hash: Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }),
+});
+
+export const TaskResultFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('TASK_RESULT'),
+  ...BatchedResultSchema.properties,
   /** Ed25519 signature, base64, over task id, attempt, result_hash and timestamp. */
+  node_signature: Type.String({ minLength: 1, maxLength: 512 }),
+  timestamp: Type.String({ minLength: 1, maxLength: 64 }),
+});
+
+/** The most results one RESULT_BATCH frame carries. */
+export const MAX_BATCH_RESULTS = 4096;
+
+/**
+ * Node → gateway, from nodes whose WELCOME lists `result_batch`: the results
+ * the node had ready in one turn of its event loop under one signature, over
+ * the root of a Merkle tree of their (task_id, attempt, result_hash) (see
+ * signing.ts). The gateway verifies it once and settles each result as a
+ * verified TASK_RESULT, keeping with each the batch signature, `timestamp`
+ * and the result's inclusion proof; a batch that does not check (signature,
+ * a result hash, a task not awaited from this node, a replay) is refused
+ * whole, each of its results handled as a result whose signature failed.
+ */
+export const ResultBatchFrame = Type.Object({
+  v: Type.Integer({ minimum: 1 }),
+  type: Type.Literal('RESULT_BATCH'),
+  results: Type.Array(BatchedResultSchema, { minItems: 1, maxItems: MAX_BATCH_RESULTS }),
+  /** Ed25519 signature, base64, over `fieldmesh-result-batch-v1`, `timestamp`, the result count and the tree's root. */
   node_signature: Type.String({ minLength: 1, maxLength: 512 }),
   timestamp: Type.String({ minLength: 1, maxLength: 64 }),
 });
@@ -383,6 +418,7 @@ export const FrameSchemas = {
   TASK_BATCH: TaskBatchFrame,
   TASK_ACK: TaskAckFrame,
   TASK_RESULT: TaskResultFrame,
+  RESULT_BATCH: ResultBatchFrame,
   CANCEL: CancelFrame,
   SYNC_REQUEST: SyncRequestFrame,
   SYNC_RESPONSE: SyncResponseFrame,
@@ -405,6 +441,8 @@ export type TaskBatchFrame = Static<typeof TaskBatchFrame>;
 export type BatchedTask = Static<typeof BatchedTaskSchema>;
 export type TaskAckFrame = Static<typeof TaskAckFrame>;
 export type TaskResultFrame = Static<typeof TaskResultFrame>;
+export type ResultBatchFrame = Static<typeof ResultBatchFrame>;
+export type BatchedResult = Static<typeof BatchedResultSchema>;
 export type CancelFrame = Static<typeof CancelFrame>;
 export type ErrorFrame = Static<typeof ErrorFrame>;
 export type CertRenewFrame = Static<typeof CertRenewFrame>;
@@ -430,6 +468,7 @@ export type Frame =
   | TaskBatchFrame
   | TaskAckFrame
   | TaskResultFrame
+  | ResultBatchFrame
   | CancelFrame
   | ErrorFrame
   | CertRenewFrame

@@ -6,15 +6,21 @@ import {
   canonicalJson,
   generateSigningKeys,
   loadSigningKeys,
+  type ResultBatchProof,
+  resultBatchProofs,
   resultHash,
+  resultLeafHash,
   type SignedDeployFields,
   signDeploy,
   signResult,
+  signResultBatch,
   signTask,
   signTaskBatch,
   signUndeploy,
   verifyDeploy,
   verifyResult,
+  verifyResultBatch,
+  verifyResultEvidence,
   verifyTask,
   verifyTaskBatch,
   verifyUndeploy,
@@ -223,6 +229,103 @@ describe('signing - TASK_BATCH frames', () => {
     const one = { ...batch, tasks: [t] };
     expect(verifyTaskBatch(keys.publicKeyPem, one, signTask(keys.privateKey, single))).toBe(false);
     expect(verifyTask(keys.publicKeyPem, single, signTaskBatch(keys.privateKey, one))).toBe(false);
+  });
+});
+
+describe('signing - RESULT_BATCH frames', () => {
+  const keys = loadSigningKeys(generateSigningKeys().privateKeyPem);
+  const results = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({ task_id: `task_${i}`, attempt: 1 + (i % 3), result_hash: resultHash({ value: i }) }));
+  const timestamp = '2025-01-01T00:00:00.000Z';
+  const sha = (...parts: Buffer[]) => createHash('sha256').update(Buffer.concat(parts)).digest();
+
+  it('signing - the batch signature covers the RFC 6962 Merkle root of its results under its own prefix', () => {
+    const rs = results(3);
+    const leaves = rs.map((r) => sha(Buffer.from([0]), Buffer.from(`${r.task_id}\n${r.attempt}\n${r.result_hash}`)));
+    expect(rs.map(resultLeafHash)).toEqual(leaves);
+    // Three leaves: the left subtree holds two (the largest power of two below three), the right one.
+    const [l0, l1, l2] = leaves as [Buffer, Buffer, Buffer];
+    const root = sha(Buffer.from([1]), sha(Buffer.from([1]), l0, l1), l2);
+    const payload = Buffer.from(`fieldmesh-result-batch-v1\n${timestamp}\n3\n${root.toString('hex')}`);
+    const sig = signResultBatch(keys.privateKey, { timestamp, results: rs });
+    expect(sign(null, payload, keys.privateKey).toString('base64')).toBe(sig);
+    expect(verifyResultBatch(keys.publicKeyPem, { timestamp, results: rs }, sig)).toBe(true);
+  });
+
+  it('signing - a result changed, added, dropped or moved inside a batch, another timestamp or key fails the whole batch', () => {
+    const rs = results(4);
+    const sig = signResultBatch(keys.privateKey, { timestamp, results: rs });
+    const [a, b, c, d] = rs as [(typeof rs)[0], (typeof rs)[0], (typeof rs)[0], (typeof rs)[0]];
+    const tampered = [
+      [a, { ...b, result_hash: resultHash({ value: 'changed' }) }, c, d],
+      [a, { ...b, attempt: b.attempt + 1 }, c, d],
+      [a, { ...b, task_id: 'task_9' }, c, d],
+      [a, b, c, d, a],
+      [a, b, c],
+      [b, a, c, d],
+    ];
+    for (const t of tampered) expect(verifyResultBatch(keys.publicKeyPem, { timestamp, results: t }, sig)).toBe(false);
+    expect(verifyResultBatch(keys.publicKeyPem, { timestamp: '2025-01-01T00:00:01.000Z', results: rs }, sig)).toBe(false);
+    const other = loadSigningKeys(generateSigningKeys().privateKeyPem);
+    expect(verifyResultBatch(other.publicKeyPem, { timestamp, results: rs }, sig)).toBe(false);
+    expect(verifyResultBatch(keys.publicKeyPem, { timestamp, results: rs }, '%%%')).toBe(false);
+    expect(verifyResultBatch(keys.publicKeyPem, { timestamp, results: [] }, sig)).toBe(false);
+  });
+
+  it("signing - each result's inclusion proof re-checks alone against the batch signature, for every batch size up to 33", () => {
+    for (let n = 1; n <= 33; n++) {
+      const rs = results(n);
+      const sig = signResultBatch(keys.privateKey, { timestamp, results: rs });
+      const proofs = resultBatchProofs(rs);
+      expect(proofs.map((p) => [p.size, p.index])).toEqual(rs.map((_, i) => [n, i]));
+      rs.forEach((r, i) => {
+        const evidence = { ...r, node_signature: sig, signed_at: timestamp, result_batch: proofs[i] as ResultBatchProof };
+        expect(verifyResultEvidence(keys.publicKeyPem, evidence), `size ${n} index ${i}`).toBe(true);
+      });
+    }
+  });
+
+  it("signing - evidence fails for another result's proof, a changed hash, index, size, path or timestamp", () => {
+    const rs = results(6);
+    const sig = signResultBatch(keys.privateKey, { timestamp, results: rs });
+    const proofs = resultBatchProofs(rs);
+    const r = rs[2] as (typeof rs)[0];
+    const proof = proofs[2] as ResultBatchProof;
+    const good = { ...r, node_signature: sig, signed_at: timestamp, result_batch: proof };
+    expect(verifyResultEvidence(keys.publicKeyPem, good)).toBe(true);
+    const flipped = [...proof.path];
+    flipped[0] = (flipped[0] as string).replace(/^./, (ch) => (ch === '0' ? '1' : '0'));
+    const bad = [
+      { ...good, result_batch: proofs[3] },
+      { ...good, result_hash: resultHash({ value: 'changed' }) },
+      { ...good, attempt: r.attempt + 1 },
+      { ...good, result_batch: { ...proof, index: 3 } },
+      { ...good, result_batch: { ...proof, index: 6 } },
+      { ...good, result_batch: { ...proof, index: -1 } },
+      { ...good, result_batch: { ...proof, size: 5 } },
+      { ...good, result_batch: { ...proof, size: 7 } },
+      { ...good, result_batch: { ...proof, path: flipped } },
+      { ...good, result_batch: { ...proof, path: proof.path.slice(1) } },
+      { ...good, result_batch: { ...proof, path: [...proof.path, proof.path[0] as string] } },
+      { ...good, result_batch: { ...proof, path: ['not hex'] } },
+      { ...good, signed_at: '2025-01-01T00:00:01.000Z' },
+    ];
+    for (const [i, e] of bad.entries()) expect(verifyResultEvidence(keys.publicKeyPem, e as typeof good), `case ${i}`).toBe(false);
+  });
+
+  it('signing - a single result signature never verifies as a batch, nor a batch signature as a single result', () => {
+    const [r] = results(1) as [{ task_id: string; attempt: number; result_hash: string }];
+    const single = signResult(keys.privateKey, r.task_id, r.attempt, r.result_hash, timestamp);
+    const one = signResultBatch(keys.privateKey, { timestamp, results: [r] });
+    expect(verifyResultBatch(keys.publicKeyPem, { timestamp, results: [r] }, single)).toBe(false);
+    expect(verifyResult(keys.publicKeyPem, r.task_id, r.attempt, r.result_hash, timestamp, one)).toBe(false);
+    // Evidence without a proof is a single result's; with one, a batch's.
+    expect(verifyResultEvidence(keys.publicKeyPem, { ...r, node_signature: single, signed_at: timestamp })).toBe(true);
+    expect(verifyResultEvidence(keys.publicKeyPem, { ...r, node_signature: one, signed_at: timestamp })).toBe(false);
+    const proof = resultBatchProofs([r])[0] as ResultBatchProof;
+    expect(verifyResultEvidence(keys.publicKeyPem, { ...r, node_signature: single, signed_at: timestamp, result_batch: proof })).toBe(
+      false,
+    );
   });
 });
 

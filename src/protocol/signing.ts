@@ -224,3 +224,142 @@ export function verifyResult(
     return false;
   }
 }
+
+/*
+ * Result batches: a node signs the results it has ready in one turn of its
+ * event loop once, in a RESULT_BATCH frame. The signature covers the root of
+ * a Merkle tree over the batch's results, built as in RFC 6962 §2.1 (RFC 9162
+ * §2.1.1): leaf i is SHA-256(0x00 ‖ `task_id \n attempt \n result_hash`) of
+ * result i, an inner node SHA-256(0x01 ‖ left ‖ right), the left subtree
+ * holding the largest power of two of leaves smaller than the count. The
+ * signed payload is `fieldmesh-result-batch-v1 \n timestamp \n size \n
+ * root-hex`: its own prefix, so neither a single result's signature nor a
+ * TASK's verifies as a batch's, and the other way round.
+ *
+ * Each result's evidence is then the batch signature, its timestamp and the
+ * result's {@link ResultBatchProof} (the batch size, the result's index and
+ * its audit path): enough for anyone holding the node's public key to
+ * re-check that the node signed that result hash for that task and attempt
+ * ({@link verifyResultEvidence}), in O(log size) hashes, without the other
+ * results of the batch.
+ */
+
+/** What a node signs of each result in a RESULT_BATCH. */
+export interface BatchedResultFields {
+  task_id: string;
+  attempt: number;
+  result_hash: string;
+}
+
+/** The fields of a RESULT_BATCH frame the node signs. */
+export interface SignedResultBatchFields {
+  timestamp: string;
+  results: readonly BatchedResultFields[];
+}
+
+/** Where one result sits in its batch's Merkle tree: kept with the attempt as its share of the batch signature. */
+export type ResultBatchProof = {
+  /** How many results the batch signed. */
+  size: number;
+  /** This result's place among them, from 0. */
+  index: number;
+  /** Hex SHA-256 sibling hashes from the leaf up to the root (RFC 9162 §2.1.3 inclusion proof). */
+  path: string[];
+};
+
+const LEAF_PREFIX = Buffer.from([0]);
+const NODE_PREFIX = Buffer.from([1]);
+
+/** A result's leaf in its batch's Merkle tree. */
+export function resultLeafHash(r: BatchedResultFields): Buffer {
+  return createHash('sha256').update(LEAF_PREFIX).update(`${r.task_id}\n${r.attempt}\n${r.result_hash}`, 'utf8').digest();
+}
+
+function innerHash(left: Buffer, right: Buffer): Buffer {
+  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+}
+
+/** The root of leaves [lo, hi); with `paths`, each leaf's audit path gains the sibling hashes met on the way up. */
+function subtreeHash(leaves: readonly Buffer[], lo: number, hi: number, paths?: string[][]): Buffer {
+  const n = hi - lo;
+  if (n === 1) return leaves[lo] as Buffer;
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  const left = subtreeHash(leaves, lo, lo + k, paths);
+  const right = subtreeHash(leaves, lo + k, hi, paths);
+  if (paths) {
+    const l = left.toString('hex');
+    const r = right.toString('hex');
+    for (let i = lo; i < lo + k; i++) paths[i]?.push(r);
+    for (let i = lo + k; i < hi; i++) paths[i]?.push(l);
+  }
+  return innerHash(left, right);
+}
+
+/** `fieldmesh-result-batch-v1 \n timestamp \n size \n root-hex`. */
+function resultBatchPayload(timestamp: string, size: number, root: Buffer): Buffer {
+  return Buffer.from(`fieldmesh-result-batch-v1\n${timestamp}\n${size}\n${root.toString('hex')}`, 'utf8');
+}
+
+/** The bytes a node signs for a RESULT_BATCH. */
+export function resultBatchSigningPayload(b: SignedResultBatchFields): Buffer {
+  if (b.results.length === 0) throw new RangeError('A result batch holds at least one result');
+  return resultBatchPayload(b.timestamp, b.results.length, subtreeHash(b.results.map(resultLeafHash), 0, b.results.length));
+}
+
+/** The node's one signature (base64) over every result of a RESULT_BATCH. */
+export function signResultBatch(key: KeyObject, fields: SignedResultBatchFields): string {
+  return sign(resultBatchSigningPayload(fields), key).toString('base64');
+}
+
+/** Checks a RESULT_BATCH frame's node_signature; false rather than a throw for malformed input. */
+export function verifyResultBatch(publicKeyPem: string, fields: SignedResultBatchFields, signature: string): boolean {
+  return verifyPayload(publicKeyPem, () => resultBatchSigningPayload(fields), signature);
+}
+
+/** Each result's place and audit path in its batch's tree, in the batch's order. */
+export function resultBatchProofs(results: readonly BatchedResultFields[]): ResultBatchProof[] {
+  const paths: string[][] = results.map(() => []);
+  if (results.length > 0) subtreeHash(results.map(resultLeafHash), 0, results.length, paths);
+  return paths.map((path, index) => ({ size: results.length, index, path }));
+}
+
+/** The root an inclusion proof leads to from a leaf (RFC 9162 §2.1.3.2), or undefined when the proof cannot be one. */
+function rootFromProof(leaf: Buffer, proof: ResultBatchProof): Buffer | undefined {
+  const { size, index, path } = proof;
+  if (!Number.isSafeInteger(size) || !Number.isSafeInteger(index) || index < 0 || index >= size || !Array.isArray(path)) return undefined;
+  let fn = index;
+  let sn = size - 1;
+  let r = leaf;
+  for (const hex of path) {
+    if (sn === 0 || typeof hex !== 'string' || !/^[0-9a-f]{64}$/.test(hex)) return undefined;
+    const p = Buffer.from(hex, 'hex');
+    if (fn % 2 === 1 || fn === sn) {
+      r = innerHash(p, r);
+      while (fn % 2 === 0 && fn !== 0) {
+        fn = Math.floor(fn / 2);
+        sn = Math.floor(sn / 2);
+      }
+    } else r = innerHash(r, p);
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 ? r : undefined;
+}
+
+/** A result's evidence as a task record keeps it (see AttemptRecord): one signed result, or one result of a signed batch. */
+export interface ResultEvidence extends BatchedResultFields {
+  node_signature: string;
+  /** The timestamp the node signed: its TASK_RESULT's, or its RESULT_BATCH's. */
+  signed_at: string;
+  /** Set when the result came in a RESULT_BATCH. */
+  result_batch?: ResultBatchProof | null;
+}
+
+/** Re-checks that the node holding `publicKeyPem` signed this result hash for this task and attempt, alone or in a batch. */
+export function verifyResultEvidence(publicKeyPem: string, e: ResultEvidence): boolean {
+  if (!e.result_batch) return verifyResult(publicKeyPem, e.task_id, e.attempt, e.result_hash, e.signed_at, e.node_signature);
+  const root = rootFromProof(resultLeafHash(e), e.result_batch);
+  if (!root) return false;
+  return verifyPayload(publicKeyPem, () => resultBatchPayload(e.signed_at, e.result_batch?.size ?? 0, root), e.node_signature);
+}

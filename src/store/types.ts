@@ -5,6 +5,7 @@
  */
 import type { ErrorBody } from '../core/errors.js';
 import type { JsonValue } from '../protocol/json.js';
+import type { ResultBatchProof } from '../protocol/signing.js';
 import type { ConflictStrategy, StateDocument } from '../protocol/state.js';
 import type { OfflineBehavior, RetryPolicy } from '../protocol/target.js';
 
@@ -72,9 +73,14 @@ export interface AttemptRecord {
   duration_ms: number | null;
   verified: boolean | null;
   result_hash: string | null;
-  /** The node's Ed25519 signature over the result, and the timestamp it signed. */
+  /**
+   * The node's Ed25519 signature over the result, and the timestamp it signed. For a result that came in a
+   * RESULT_BATCH, the batch's signature and timestamp, and `result_batch` holds this result's inclusion proof;
+   * `verifyResultEvidence` (src/protocol/signing.ts) re-checks either kind with the node's public key.
+   */
   node_signature?: string | null;
   signed_at?: string | null;
+  result_batch?: ResultBatchProof | null;
 }
 
 /** What a finished task produced, as the API returns it. */
