@@ -576,9 +576,11 @@ export class SqliteStore implements Store {
     return this.#write(() => {
       const st = this.#statement(
         'appendInvocation',
-        () => `INSERT INTO invocations (${INVOCATION_COLUMNS.join(', ')}) VALUES (${INVOCATION_COLUMNS.map((c) => `@${c}`).join(', ')})`,
+        () => `INSERT INTO invocations (${INVOCATION_COLUMNS.join(', ')}) VALUES (${INVOCATION_COLUMNS.map(() => '?').join(', ')})`,
       );
-      for (const r of records) st.run({ ...r, success: r.success ? 1 : 0 });
+      // Positional parameters in INVOCATION_COLUMNS' order: no object to build or names to bind per record.
+      for (const r of records)
+        st.run(r.tool, r.function_id, r.node_id, r.task_id, r.attempt, r.duration_ms, r.success ? 1 : 0, r.timestamp, r.error);
     });
   }
 
