@@ -298,6 +298,12 @@ interface QueuedWrite {
   reject: (err: unknown) => void;
 }
 
+/** A task row queued for INSERT in the next group commit; `inserted` once its statement ran. */
+interface PendingInsert {
+  row: Record<string, unknown>;
+  inserted: boolean;
+}
+
 export class SqliteStore implements Store {
   readonly #db: Kysely<Database>;
   readonly #raw: BetterSqlite3.Database;
@@ -309,6 +315,8 @@ export class SqliteStore implements Store {
   readonly #statements = new Map<string, BetterSqlite3.Statement>();
   /** Writes waiting for the next group commit. */
   #queue: QueuedWrite[] = [];
+  /** Task INSERTs in #queue, by task id, which later patches in the same commit fold into. */
+  readonly #pendingInserts = new Map<string, PendingInsert>();
   #flushScheduled = false;
   #closed = false;
 
@@ -357,6 +365,8 @@ export class SqliteStore implements Store {
     }
     const batch = this.#queue;
     this.#queue = [];
+    // Patches from here on find the row in the table, not in a pending INSERT.
+    this.#pendingInserts.clear();
     if (batch.length === 0) return;
     const outcomes: { ok: boolean; value: unknown }[] = [];
     const single = batch.length === 1;
@@ -434,12 +444,16 @@ export class SqliteStore implements Store {
   }
 
   insertTask(task: TaskRecord): Promise<void> {
-    const row = taskToRow(task);
+    const row = taskToRow(task) as Record<string, unknown>;
+    const pending: PendingInsert = { row, inserted: false };
+    // A second INSERT of one id in a commit fails; patches fold into the first.
+    if (!this.#pendingInserts.has(task.task_id)) this.#pendingInserts.set(task.task_id, pending);
     return this.#write(() => {
       this.#statement(
         'insertTask',
         () => `INSERT INTO tasks (${TASK_COLUMNS.join(', ')}) VALUES (${TASK_COLUMNS.map((c) => `@${c}`).join(', ')})`,
       ).run(row);
+      pending.inserted = true;
     });
   }
 
@@ -461,17 +475,23 @@ export class SqliteStore implements Store {
     if (patch.result !== undefined) set.result = patch.result === null ? null : JSON.stringify(patch.result);
     if (patch.expires_at !== undefined) set.expires_at = patch.expires_at;
     if (patch.approval !== undefined) set.approval = patch.approval === null ? null : JSON.stringify(patch.approval);
-    if (from !== undefined) set.from_status = from;
     // One statement per combination of patched fields (at most 64, each twice).
     const fields = TASK_PATCH_FIELDS.filter((f) => f in set);
     const guard = from === undefined ? '' : ' AND status = @from_status';
-    return this.#write(() => {
-      const st = this.#statement(
+    const update = () =>
+      this.#statement(
         `updateTask:${fields.join(',')}${guard}`,
         () => `UPDATE tasks SET ${['updated_at', ...fields].map((f) => `${f} = @${f}`).join(', ')} WHERE task_id = @task_id${guard}`,
-      );
-      return st.run(set).changes > 0;
-    });
+      ).run(from === undefined ? set : { ...set, from_status: from }).changes > 0;
+    const pending = this.#pendingInserts.get(taskId);
+    if (pending && (from === undefined || pending.row.status === from)) {
+      // The row still waits for this commit: the patch goes into its INSERT, one statement instead of two. Should
+      // that INSERT fail (a row of that id already there), the UPDATE runs as it would have.
+      for (const f of fields) pending.row[f] = set[f];
+      pending.row.updated_at = set.updated_at;
+      return this.#write(() => pending.inserted || update());
+    }
+    return this.#write(update);
   }
 
   async getTask(taskId: string): Promise<TaskRecord | undefined> {

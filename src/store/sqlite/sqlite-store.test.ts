@@ -424,6 +424,53 @@ describe('SqliteStore', () => {
     expect(await store.getNode('node-a')).toEqual(node());
   });
 
+  it('store - patches issued with the insert of their task land in it; a patch after a failed insert or off its status finds no row', async () => {
+    const attempts = [
+      {
+        attempt: 1,
+        node_id: 'node-a',
+        started_at: '2025-01-01T00:00:01.000Z',
+        finished_at: null,
+        outcome: 'running' as const,
+        error: null,
+        duration_ms: null,
+        verified: null,
+        result_hash: null,
+      },
+    ];
+    await store.insertTask(task({ task_id: 'task-old' }));
+    const results = await Promise.allSettled([
+      store.insertTask(task({ task_id: 'task-new' })),
+      store.updateTask('task-new', { status: 'running', attempts }),
+      store.transitionTask('task-new', 'pending', { status: 'failed' }),
+      // The same id again: the INSERT fails, and the patch updates the row already stored.
+      store.insertTask(task({ task_id: 'task-old', idempotency_key: 'other' })),
+      store.updateTask('task-old', { status: 'cancelled' }),
+      store.insertTask(task({ task_id: 'task-dup', idempotency_key: 'dup' })),
+      store.insertTask(task({ task_id: 'task-dup-2', idempotency_key: 'dup' })),
+      store.updateTask('task-dup-2', { status: 'running' }),
+    ]);
+    expect(results.map((r) => r.status)).toEqual([
+      'fulfilled',
+      'fulfilled',
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+      'rejected',
+      'rejected',
+    ]);
+    // The transition from "pending" lost: the row was already "running" when it came.
+    expect((results[2] as PromiseFulfilledResult<boolean>).value).toBe(false);
+    await expectCode(Promise.reject((results[7] as PromiseRejectedResult).reason), 'FM_ERR_TASK_NOT_FOUND');
+    const stored = await store.getTask('task-new');
+    expect(stored?.status).toBe('running');
+    expect(stored?.attempts).toEqual(attempts);
+    expect(stored?.updated_at).not.toBe(task({ task_id: 'x' }).updated_at);
+    expect((await store.getTask('task-old'))?.status).toBe('cancelled');
+    expect(await store.getTask('task-dup-2')).toBeUndefined();
+  });
+
   it('store - a write resolves only once it can be read back, and close keeps writes already made', async () => {
     const inserted = store.insertTask(task({ task_id: 'task-late' }));
     await inserted;
