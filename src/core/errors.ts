@@ -45,6 +45,7 @@ export const ErrorCodes = {
   FM_ERR_PAIRING_CODE_INVALID: { status: 401, retryable: false, message: 'Pairing code is not valid' },
   FM_ERR_PAIRING_CODE_EXPIRED: { status: 410, retryable: false, message: 'Pairing code has expired' },
   FM_ERR_PAIRING_CODE_USED: { status: 409, retryable: false, message: 'Pairing code has already been used' },
+  FM_ERR_TOO_MANY_CALLS: { status: 429, retryable: true, message: 'Too many calls in flight on this connection' },
   FM_ERR_PAIRING_LOCKED: { status: 429, retryable: true, message: 'Too many failed pairing attempts from this address' },
   FM_ERR_PAIRING_DENIED: { status: 403, retryable: false, message: 'An operator denied the pairing request' },
   FM_ERR_PAIRING_REFUSED: { status: 400, retryable: false, message: 'Pairing request refused' },

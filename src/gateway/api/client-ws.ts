@@ -21,6 +21,13 @@ import { type Authenticator, checker, type Router, type RouteSpec } from './http
 
 type FrameId = ClientAnswerFrame['id'];
 
+export interface ClientSocketLimits {
+  /** Calls one connection may have in flight; beyond, a call is refused (429 FM_ERR_TOO_MANY_CALLS) until some finish. @default 10000 */
+  maxCallsInFlight?: number;
+  /** How often each client is pinged; one that has not answered the previous ping by the next is cut. @default 30000 */
+  pingIntervalMs?: number;
+}
+
 const frameCheck = checker(ClientRequestFrame);
 const opNames = Object.keys(ClientOps).join(', ');
 
@@ -57,9 +64,14 @@ export class ClientSockets {
   readonly #maxFrameBytes: number;
   readonly #wss: WebSocketServer;
   readonly #routes = new Map<string, RouteSpec>();
+  /** Connections that answered the last ping (or opened since). */
+  readonly #alive = new WeakSet<WebSocket>();
+  readonly #pinger: NodeJS.Timeout;
+  readonly #maxCallsInFlight: number;
 
   /** Frames up to `maxFrameBytes` are taken; larger ones up to twice that are refused by id; beyond, the connection closes (1009). */
-  constructor(router: Router, auth: Authenticator, logger: Logger, maxFrameBytes: number) {
+  constructor(router: Router, auth: Authenticator, logger: Logger, maxFrameBytes: number, limits: ClientSocketLimits = {}) {
+    this.#maxCallsInFlight = limits.maxCallsInFlight ?? 10_000;
     this.#router = router;
     this.#auth = auth;
     this.#logger = logger;
@@ -67,6 +79,19 @@ export class ClientSockets {
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: 2 * maxFrameBytes, perMessageDeflate: false });
     // The client refuses a larger frame itself instead of sending it.
     this.#wss.on('headers', (headers) => headers.push(`${MAX_FRAME_HEADER}: ${maxFrameBytes}`));
+    // A client gone without a close (a cut cable, a sleeping laptop) is found by the ping it does not answer.
+    this.#pinger = setInterval(() => {
+      for (const ws of this.#wss.clients) {
+        if (!this.#alive.has(ws)) {
+          this.#logger.info('client websocket did not answer a ping; closing it');
+          ws.terminate();
+          continue;
+        }
+        this.#alive.delete(ws);
+        ws.ping();
+      }
+    }, limits.pingIntervalMs ?? 30_000);
+    this.#pinger.unref();
     for (const [op, r] of Object.entries(ClientOps)) {
       const route = router.route(r.method, r.path);
       if (!route) throw new Error(`client WebSocket op ${op}: no route ${r.method} ${r.path}`);
@@ -108,6 +133,7 @@ export class ClientSockets {
 
   /** Closes every client connection (1001), waiting up to a second for each to close before cutting it. */
   async close(): Promise<void> {
+    clearInterval(this.#pinger);
     const open = [...this.#wss.clients];
     await Promise.all(
       open.map(
@@ -129,6 +155,8 @@ export class ClientSockets {
     const inFlight = new Set<string | number>();
     const remote = req.socket.remoteAddress;
     this.#logger.debug('client websocket opened', { remote });
+    this.#alive.add(ws);
+    ws.on('pong', () => this.#alive.add(ws));
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       try {
         this.#onFrame(ws, req, authorize, inFlight, data, isBinary);
@@ -203,6 +231,16 @@ export class ClientSockets {
         ws,
         frame.id,
         new FieldmeshError('FM_ERR_MALFORMED_FRAME', `Frame id ${JSON.stringify(frame.id)} is already in flight on this connection`),
+      );
+      return;
+    }
+    if (inFlight.size >= this.#maxCallsInFlight) {
+      this.#refuse(
+        ws,
+        frame.id,
+        new FieldmeshError('FM_ERR_TOO_MANY_CALLS', `${inFlight.size} calls are in flight on this connection, the most it may have`, {
+          details: { limit: this.#maxCallsInFlight },
+        }),
       );
       return;
     }
