@@ -42,7 +42,10 @@ async function start(limits: ConstructorParameters<typeof ClientSockets>[4]) {
   s.on('upgrade', (req, socket, head) => sockets?.upgrade(req, socket, head));
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
   const url = `ws://127.0.0.1:${(s.address() as AddressInfo).port}/v1/ws`;
-  return { url, pending: () => waiting.length, release: () => waiting.splice(0).forEach((f) => f()) };
+  const release = () => {
+    for (const f of waiting.splice(0)) f();
+  };
+  return { url, pending: () => waiting.length, release };
 }
 
 function connect(url: string, opts: { autoPong?: boolean } = {}): Promise<{ ws: WebSocket; answers: Record<string, unknown>[] }> {
