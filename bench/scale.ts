@@ -37,7 +37,7 @@ import { generateSigningKeys } from '../src/protocol/signing.js';
 import type { Target } from '../src/protocol/target.js';
 import { openSqliteStore } from '../src/store/sqlite/index.js';
 import { summarizeProfile } from './cpuprofile.js';
-import { type BenchArgs, machine, num, percentile, saveResult } from './index.js';
+import { type BenchArgs, machine, num, percentile, processSettings, saveResult } from './index.js';
 import { type BenchProcess, cpuMs, openFileLimit, rssBytes, sleep, startFieldmesh, startNodeScript } from './procs.js';
 import { simCapabilities, simNodeId } from './scale-sim.js';
 
@@ -178,16 +178,7 @@ export async function scaleBench(a: BenchArgs): Promise<void> {
   const profileDir = profileFlag === undefined ? undefined : resolve(profileFlag === 'true' ? '.tmp/profile-scale' : profileFlag);
   if (profileDir) rmSync(profileDir, { recursive: true, force: true });
   // A/B of process-level settings: `--gateway-env MALLOC_ARENA_MAX=2,LD_PRELOAD=…` and `--gateway-flags max-semi-space-size=1`.
-  const gatewayEnv = Object.fromEntries(
-    (a.flags.get('gateway-env') ?? '')
-      .split(',')
-      .filter(Boolean)
-      .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
-  );
-  const gatewayFlags = (a.flags.get('gateway-flags') ?? '')
-    .split(',')
-    .filter(Boolean)
-    .map((f) => `--${f}`);
+  const { env: gatewayEnv, flags: gatewayFlags } = processSettings(a, 'gateway');
   const onlineTimeoutMs = num(a, 'online-timeout-s', Math.max(120, nodes / 20)) * 1000;
   const listRuns = smoke ? 3 : 20;
   const callCount = smoke ? 20 : 300;
