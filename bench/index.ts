@@ -31,14 +31,15 @@ export function num(args: BenchArgs, name: string, fallback: number): number {
  * (environment variables) and `--<prefix>-flags flag,…` (Node/V8 flags without their leading dashes).
  */
 export function processSettings(args: BenchArgs, prefix: string): { env: Record<string, string>; flags: string[] } {
-  const list = (name: string) => (args.flags.get(`${prefix}-${name}`) ?? '').split(',').filter(Boolean);
+  const list = (name: string, sep: RegExp | string) => (args.flags.get(`${prefix}-${name}`) ?? '').split(sep).filter(Boolean);
   const env: Record<string, string> = {};
-  for (const kv of list('env')) {
+  // A comma starts a new variable only before NAME=, so a value may hold commas (MALLOC_CONF=prof:true,lg_prof_sample:10).
+  for (const kv of list('env', /,(?=[A-Za-z_][A-Za-z0-9_]*=)/)) {
     const eq = kv.indexOf('=');
     if (eq <= 0) throw new Error(`--${prefix}-env: "${kv}" is not NAME=VALUE`);
     env[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
-  return { env, flags: list('flags').map((f) => `--${f}`) };
+  return { env, flags: list('flags', ',').map((f) => `--${f}`) };
 }
 
 export function machine(): Record<string, unknown> {

@@ -75,6 +75,8 @@ function serve(variant: Variant, m: Material): void {
   });
   process.on('message', (msg) => {
     if (msg === 'usage') setTimeout(() => process.send?.({ usage: usage(connections) }), 200);
+    // A normal exit runs the exit handlers of an allocator under test (e.g. jemalloc's final heap profile).
+    if (msg === 'exit') process.exit(0);
   });
 }
 

@@ -77,7 +77,11 @@ async function measure(variant: Variant, count: number, m: Material, env: Record
       array_buffers_kib: per('arrayBuffers'),
     };
   } finally {
-    for (const p of [...client, server]) p.kill();
+    for (const p of client) p.kill();
+    const exited = new Promise((resolve) => server.once('exit', resolve));
+    if (server.connected) server.send('exit');
+    await Promise.race([exited, sleep(5000)]);
+    server.kill();
   }
 }
 
