@@ -104,9 +104,11 @@ export async function tlsMemoryBench(a: BenchArgs): Promise<void> {
         );
       }
     }
-    const file = saveResult('tls-memory', { connections: count, server_env: env, server_flags: flags, results });
+    const file = a.flags.has('smoke')
+      ? '(smoke run, not saved)'
+      : saveResult('tls-memory', { connections: count, server_env: env, server_flags: flags, results });
     if (a.json) process.stdout.write(`${JSON.stringify(results)}\n`);
-    else process.stdout.write(`saved ${file}\n`);
+    else process.stdout.write(`→ ${file}\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
