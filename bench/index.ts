@@ -10,6 +10,7 @@ import { dispatchBench } from './dispatch.js';
 import { failoverBench } from './failover.js';
 import { functionsBench } from './functions.js';
 import { scaleBench, schedulingOnlyBench } from './scale.js';
+import { tlsMemoryBench } from './tls-memory.js';
 import { workflowBench } from './workflow.js';
 
 export interface BenchArgs {
@@ -23,6 +24,22 @@ export function num(args: BenchArgs, name: string, fallback: number): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: "${v}" is not a positive number`);
   return n;
+}
+
+/**
+ * Settings for a process under test, to compare allocator and heap settings: `--<prefix>-env NAME=VALUE,…`
+ * (environment variables) and `--<prefix>-flags flag,…` (Node/V8 flags without their leading dashes).
+ */
+export function processSettings(args: BenchArgs, prefix: string): { env: Record<string, string>; flags: string[] } {
+  const list = (name: string, sep: RegExp | string) => (args.flags.get(`${prefix}-${name}`) ?? '').split(sep).filter(Boolean);
+  const env: Record<string, string> = {};
+  // A comma starts a new variable only before NAME=, so a value may hold commas (MALLOC_CONF=prof:true,lg_prof_sample:10).
+  for (const kv of list('env', /,(?=[A-Za-z_][A-Za-z0-9_]*=)/)) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`--${prefix}-env: "${kv}" is not NAME=VALUE`);
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return { env, flags: list('flags', ',').map((f) => `--${f}`) };
 }
 
 export function machine(): Record<string, unknown> {
@@ -51,6 +68,7 @@ const benches: Record<string, (args: BenchArgs) => Promise<void>> = {
   workflow: workflowBench,
   scale: scaleBench,
   scheduling: schedulingOnlyBench,
+  'tls-memory': tlsMemoryBench,
 };
 
 async function main(): Promise<void> {

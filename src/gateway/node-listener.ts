@@ -187,23 +187,22 @@ export class NodeListener {
 
   /** Refuses a revoked certificate before any WebSocket exists, with a body that tells the node why. */
   #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const peer = (socket as TLSSocket).getPeerCertificate?.();
-    const serial = normalizeSerial(peer?.serialNumber ?? '');
+    const peer = peerCertificate(socket as TLSSocket);
+    const serial = peer?.serial;
     if (!serial) {
       refuseUpgrade(socket, new FieldmeshError('FM_ERR_CERT_UNKNOWN', 'No client certificate'));
       return;
     }
     // A resumed TLS session does not check the certificate's dates again; this does.
-    const notAfter = Date.parse(peer.valid_to ?? '');
-    if (!(notAfter > Date.now())) {
+    if (!(Date.parse(peer.validTo) > Date.now())) {
       refuseUpgrade(
         socket,
-        new FieldmeshError('FM_ERR_CERT_EXPIRED', `Certificate ${serial} expired at ${peer.valid_to}`, { details: { serial } }),
+        new FieldmeshError('FM_ERR_CERT_EXPIRED', `Certificate ${serial} expired at ${peer.validTo}`, { details: { serial } }),
       );
       return;
     }
     if (this.#pairing.isRevoked(serial)) {
-      this.#opts.logger.warn('refused a revoked certificate', { serial, node_id: peer.subject?.CN, remote: socket.remoteAddress });
+      this.#opts.logger.warn('refused a revoked certificate', { serial, node_id: peer.nodeId, remote: socket.remoteAddress });
       refuseUpgrade(socket, new FieldmeshError('FM_ERR_CERT_REVOKED', `Certificate ${serial} has been revoked`, { details: { serial } }));
       return;
     }
@@ -241,9 +240,8 @@ export class NodeListener {
 
   #serve(ws: WebSocket, socket: TLSSocket): void {
     const remoteAddress = socket.remoteAddress ?? 'unknown';
-    const peerCert = socket.getPeerCertificate();
-    const cn = peerCert.subject?.CN;
-    const peer: PeerIdentity = { serial: normalizeSerial(peerCert.serialNumber ?? ''), nodeId: Array.isArray(cn) ? undefined : cn };
+    const presented = peerCertificate(socket);
+    const peer: PeerIdentity = { serial: presented?.serial ?? '', nodeId: presented?.nodeId };
     this.#peers.set(ws, peer);
     this.stats.connections += 1;
     let entry: NodeEntry | undefined;
@@ -470,6 +468,23 @@ export class NodeListener {
         reject('FM_ERR_MALFORMED_FRAME', `A node may not send ${frame.type} frames`);
     }
   }
+}
+
+/**
+ * What the gateway reads of a peer's certificate: its serial, the CN (undefined unless exactly one) and its
+ * expiry. Read from the X509Certificate view rather than `getPeerCertificate()`, whose object (public key,
+ * fingerprints, raw DER) also leaves OpenSSL a converted copy of the peer's key for the life of the
+ * connection: 1–2 KB per idle node (see BENCHMARKS.md, "scale").
+ */
+function peerCertificate(socket: TLSSocket): { serial: string; nodeId: string | undefined; validTo: string } | undefined {
+  const cert = socket.getPeerX509Certificate?.();
+  if (!cert) return undefined;
+  // One `KEY=value` a line, values escaped as RFC 2253 says (no node id has a character that needs it).
+  const cns = cert.subject
+    .split('\n')
+    .filter((line) => line.startsWith('CN='))
+    .map((line) => line.slice(3));
+  return { serial: normalizeSerial(cert.serialNumber), nodeId: cns.length === 1 ? cns[0] : undefined, validTo: cert.validTo };
 }
 
 /** Two public keys in PEM are the same key (whatever their line breaks). */
