@@ -81,6 +81,9 @@ describe('signed tasks and results', () => {
     peer.send({ ...original, task_id: second.task.task_id });
     const refused = await peer.next('ERROR');
     expect(refused).toMatchObject({ type: 'ERROR', code: 'FM_ERR_RESULT_REPLAYED', task_id: second.task.task_id });
+    // The same signature written another way (base64 padding left off) is the same signature.
+    peer.send({ ...original, task_id: second.task.task_id, node_signature: String(original.node_signature).replace(/=+$/, '') });
+    expect(await peer.next('ERROR')).toMatchObject({ type: 'ERROR', code: 'FM_ERR_RESULT_REPLAYED', task_id: second.task.task_id });
     expect((await c.gateway.client.getTask(second.task.task_id)).status).toBe('running');
     peer.send(taskResult(id.privateKey, second.task.task_id, second.task.attempt, { answer: 'for the second task' }));
     expect(await second.pending).toMatchObject({ ok: true, verified: true, output: { answer: 'for the second task' } });

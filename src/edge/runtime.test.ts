@@ -290,11 +290,19 @@ describe('edge - runtime limits', () => {
   it('edge - timers a call leaves running end with it: the next call in the warm worker does not see them fire', async () => {
     const source = [
       'let ticks = 0;',
+      'let moduleTicks = 0;',
+      'let libraryTicks = 0;',
+      "// A module-level timer and an unreferenced one (as libraries keep) are not the call's: they keep running.",
+      'setInterval(() => moduleTicks++, 5);',
       'export default async (args) => {',
-      '  if (args.start) { setInterval(() => ticks++, 5); setTimeout(() => { ticks += 1000; }, 20); setImmediate(() => ticks++); }',
+      '  if (args.start) {',
+      '    setInterval(() => ticks++, 5); setTimeout(() => { ticks += 1000; }, 20); setImmediate(() => ticks++);',
+      '    setInterval(() => libraryTicks++, 5).unref();',
+      '    const cleared = setInterval(() => { ticks += 1e6; }, 1); clearInterval(cleared);',
+      '  }',
       '  // A timer the call awaits still fires: only what is left when the call ends is cleared.',
       '  await new Promise((r) => setTimeout(r, 30));',
-      '  return ticks;',
+      '  return args.housekeeping ? [moduleTicks, libraryTicks] : ticks;',
       '};',
     ].join('\n');
     const node = new EdgeNode({ id: 'edge-01', name: 'warehouse-sensor' });
@@ -306,6 +314,12 @@ describe('edge - runtime limits', () => {
     await new Promise((r) => setTimeout(r, 100));
     // The same warm worker (the module's ticks carried over), and no tick since the first call ended.
     await expect(runtime.invoke('ticker', {})).resolves.toBe(first);
+    expect(first).toBeLessThan(1e6);
+    const [moduleBefore, libraryBefore] = (await runtime.invoke('ticker', { housekeeping: true })) as number[];
+    await new Promise((r) => setTimeout(r, 60));
+    const [moduleAfter, libraryAfter] = (await runtime.invoke('ticker', { housekeeping: true })) as number[];
+    expect(moduleAfter).toBeGreaterThan(moduleBefore as number);
+    expect(libraryAfter).toBeGreaterThan(libraryBefore as number);
     runtime.close();
   });
 

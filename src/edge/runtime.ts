@@ -28,22 +28,33 @@ const { getHeapStatistics } = require('node:v8');
 const stateClient = ${String(stateClient)};
 const { specifier, functionId, nodeId } = workerData;
 const baseEnv = { ...process.env };
-// Timers a call starts end with it: a warm worker's next call never meets the last one's leftovers.
+// Timers a handler starts and leaves running (still referenced) end with its call: a warm worker's next call never
+// meets them. Module-level timers are not the call's (the module has loaded before the handler runs), nor are
+// unreferenced ones, which libraries keep for their own housekeeping (fetch's timeouts, for one) and refresh later.
 const callTimers = new Map();
+let tracking = false;
 const track = (make, clear, repeats) =>
   function (callback, ...rest) {
-    if (!running || typeof callback !== 'function') return make(callback, ...rest);
+    if (!tracking || typeof callback !== 'function') return make(callback, ...rest);
     let handle;
     const fire = repeats ? callback : function (...a) { callTimers.delete(handle); return callback.apply(this, a); };
     handle = make(fire, ...rest);
     callTimers.set(handle, clear);
     return handle;
   };
+const untrack = (clear) =>
+  function (handle) {
+    callTimers.delete(handle);
+    return clear(handle);
+  };
 globalThis.setTimeout = track(setTimeout, clearTimeout, false);
 globalThis.setInterval = track(setInterval, clearInterval, true);
 globalThis.setImmediate = track(setImmediate, clearImmediate, false);
+globalThis.clearTimeout = untrack(clearTimeout);
+globalThis.clearInterval = untrack(clearInterval);
+globalThis.clearImmediate = untrack(clearImmediate);
 function clearCallTimers() {
-  for (const [handle, clear] of callTimers) clear(handle);
+  for (const [handle, clear] of callTimers) if (typeof handle.hasRef !== 'function' || handle.hasRef()) clear(handle);
   callTimers.clear();
 }
 let running = false;
@@ -100,6 +111,7 @@ async function run(id, args) {
       resetEnv();
       const env = Object.freeze({ ...process.env });
       const state = client.stateFor(id);
+      tracking = true;
       const output = await handler(args, { functionId, nodeId, env, signal: new AbortController().signal, state });
       reply = { id, ok: true, output };
     }
@@ -107,6 +119,7 @@ async function run(id, args) {
     reply = { id, ok: false, stage: 'run', thrown: describe(err) };
   }
   running = false;
+  tracking = false;
   clearCallTimers();
   holdPort();
   send(reply);

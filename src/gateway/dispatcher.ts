@@ -452,7 +452,7 @@ export class Dispatcher {
    */
   onResult(entry: NodeEntry, frame: TaskResultFrame): ErrorBody | undefined {
     const k = key(frame.task_id, frame.attempt);
-    const seenFor = this.#seenSignatures.get(frame.node_signature);
+    const seenFor = this.#seenSignatures.get(signatureKey(frame.node_signature));
     if (seenFor !== undefined && seenFor !== k) {
       this.staleResults += 1;
       this.#opts.logger.warn('refused a replayed result', {
@@ -465,7 +465,7 @@ export class Dispatcher {
         message: `This result's signature was already delivered for another task or attempt; refused for ${frame.task_id} attempt ${frame.attempt}`,
       };
     }
-    if (seenFor === undefined) this.#rememberSignature(frame.node_signature, k);
+    if (seenFor === undefined) this.#rememberSignature(signatureKey(frame.node_signature), k);
     const p = this.#awaited(entry, frame);
     if (!p) return undefined;
     let verify_error: string | undefined;
@@ -495,7 +495,7 @@ export class Dispatcher {
   onResultBatch(entry: NodeEntry, frame: ResultBatchFrame): ErrorBody | undefined {
     const nodeId = entry.record.node_id;
     const n = frame.results.length;
-    if (this.#seenSignatures.has(frame.node_signature)) {
+    if (this.#seenSignatures.has(signatureKey(frame.node_signature))) {
       this.staleResults += n;
       this.#opts.logger.warn('refused a replayed result batch', { node_id: nodeId, results: n });
       return {
@@ -503,7 +503,7 @@ export class Dispatcher {
         message: `This RESULT_BATCH's signature was already delivered; refused for its ${n} results`,
       };
     }
-    this.#rememberSignature(frame.node_signature, 'RESULT_BATCH');
+    this.#rememberSignature(signatureKey(frame.node_signature), 'RESULT_BATCH');
     let why: string | undefined;
     const keys = new Set<string>();
     for (const r of frame.results) {
@@ -1122,4 +1122,12 @@ function payloadSize(args: unknown): number {
 export function executionPath(attempts: readonly AttemptRecord[]): string[] {
   if (attempts.length === 1 && attempts[0]?.outcome === 'success') return [attempts[0].node_id];
   return attempts.map((a) => `${a.node_id} (${a.outcome === 'success' ? 'success' : 'failed'})`);
+}
+
+/**
+ * A signature as the replay check knows it: its bytes in canonical base64, so the same signature written another
+ * way (padding left off, whitespace, other trailing bits) is still the same signature.
+ */
+function signatureKey(signature: string): string {
+  return Buffer.from(signature, 'base64').toString('base64');
 }

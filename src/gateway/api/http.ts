@@ -320,6 +320,9 @@ export function requestUrl(target: string | undefined): { pathname: string; sear
 
 /** A request body, refused with FM_ERR_PAYLOAD_TOO_LARGE (and the rest left unread) once it passes `limit` bytes. */
 function readLimited(req: IncomingMessage, limit: number): Promise<Buffer> {
+  // Read already (a second read of one body), or closed by the client before the handler asked for it.
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  if (req.destroyed) return Promise.reject(new FieldmeshError('FM_ERR_INVALID_REQUEST', 'The request was closed before its body ended'));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -491,6 +491,8 @@ export class SqliteStore implements Store {
       pending.row.updated_at = set.updated_at;
       return this.#write(() => pending.inserted || update());
     }
+    // An UPDATE queued behind the INSERT: any later patch of this task must queue behind it too, in order.
+    if (pending) this.#pendingInserts.delete(taskId);
     return this.#write(update);
   }
 

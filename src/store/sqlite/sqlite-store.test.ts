@@ -471,6 +471,16 @@ describe('SqliteStore', () => {
     expect(await store.getTask('task-dup-2')).toBeUndefined();
   });
 
+  it('store - guarded patches of a task not yet committed apply in the order they were issued', async () => {
+    const [ins, cancel, run] = await Promise.all([
+      store.insertTask(task({ task_id: 'task-q', status: 'queued' })),
+      store.transitionTask('task-q', 'running', { status: 'cancelled' }),
+      store.transitionTask('task-q', 'queued', { status: 'running' }),
+    ]);
+    expect([ins, cancel, run]).toEqual([undefined, false, true]);
+    expect((await store.getTask('task-q'))?.status).toBe('running');
+  });
+
   it('store - a write resolves only once it can be read back, and close keeps writes already made', async () => {
     const inserted = store.insertTask(task({ task_id: 'task-late' }));
     await inserted;
