@@ -30,7 +30,8 @@ export interface ToolDefinition<A = unknown, O = unknown> {
   /**
    * Runs on the node's own thread instead of a worker thread, saving the hand-off (about 0.1 ms a call). Only for
    * tools that finish in microseconds and never block: no deadline can stop synchronous code there, and a crash
-   * there is the node's. Schema checks, task slots, cancellation (`ctx.signal`) and `ctx.state` work as in a worker.
+   * there is the node's. Schema checks, task slots, cancellation (`ctx.signal`) and `ctx.state` work as in a worker,
+   * except that a call that timed out or was cancelled frees its slot while its own code may still be finishing.
    */
   inline?: boolean;
   run(args: A, ctx: ToolContext): O | Promise<O>;
