@@ -14,7 +14,7 @@ import type { Logger } from '../core/logger.js';
 import { encodeFrame } from '../protocol/codec.js';
 import type { BatchedResult, ErrorFrame, ResultBatchFrame, TaskAckFrame, TaskResultFrame } from '../protocol/frames.js';
 import type { JsonValue } from '../protocol/json.js';
-import { type ResultBatchProof, resultBatchProofs, resultHash, verifyResult, verifyResultBatch } from '../protocol/signing.js';
+import { type ResultBatchProof, resultBatchTree, resultHash, verifyResult, verifyResultBatchTree } from '../protocol/signing.js';
 import { backoffBefore, type OfflineBehavior, type RetryPolicy, type Target } from '../protocol/target.js';
 import { type AttemptRecord, NodeStatus, type Store, type TaskRecord, type TaskResult, TaskStatus } from '../store/types.js';
 import { Approvals, approvalError } from './approvals.js';
@@ -515,11 +515,13 @@ export class Dispatcher {
       if (why) break;
       keys.add(k);
     }
+    // One pass over the tree gives the root the signature is checked against and each result's proof.
+    const tree = resultBatchTree(frame.results);
     if (!why && !entry.record.public_key) why = 'node has no signing key on record';
-    if (!why && !verifyResultBatch(entry.record.public_key as string, frame, frame.node_signature))
+    if (!why && !verifyResultBatchTree(entry.record.public_key as string, frame.timestamp, tree, frame.node_signature))
       why = 'node_signature does not verify with the node key';
     const verify_error = why && `RESULT_BATCH refused: ${why}`;
-    const proofs = resultBatchProofs(frame.results);
+    const { proofs } = tree;
     frame.results.forEach((r, i) => {
       const outcome = resultOutcome(r, frame.node_signature, frame.timestamp, verify_error);
       outcome.result_batch = proofs[i];

@@ -307,6 +307,24 @@ export function resultBatchSigningPayload(b: SignedResultBatchFields): Buffer {
   return resultBatchPayload(b.timestamp, b.results.length, subtreeHash(b.results.map(resultLeafHash), 0, b.results.length));
 }
 
+/** A batch's Merkle root and each result's inclusion proof, in the batch's order, from one pass over the tree. */
+export interface ResultBatchTree {
+  root: Buffer;
+  proofs: ResultBatchProof[];
+}
+
+export function resultBatchTree(results: readonly BatchedResultFields[]): ResultBatchTree {
+  if (results.length === 0) throw new RangeError('A result batch holds at least one result');
+  const paths: string[][] = results.map(() => []);
+  const root = subtreeHash(results.map(resultLeafHash), 0, results.length, paths);
+  return { root, proofs: paths.map((path, index) => ({ size: results.length, index, path })) };
+}
+
+/** Checks a RESULT_BATCH's node_signature against its tree (see {@link resultBatchTree}); false rather than a throw. */
+export function verifyResultBatchTree(publicKeyPem: string, timestamp: string, tree: ResultBatchTree, signature: string): boolean {
+  return verifyPayload(publicKeyPem, () => resultBatchPayload(timestamp, tree.proofs.length, tree.root), signature);
+}
+
 /** The node's one signature (base64) over every result of a RESULT_BATCH. */
 export function signResultBatch(key: KeyObject, fields: SignedResultBatchFields): string {
   return sign(resultBatchSigningPayload(fields), key).toString('base64');
@@ -319,9 +337,7 @@ export function verifyResultBatch(publicKeyPem: string, fields: SignedResultBatc
 
 /** Each result's place and audit path in its batch's tree, in the batch's order. */
 export function resultBatchProofs(results: readonly BatchedResultFields[]): ResultBatchProof[] {
-  const paths: string[][] = results.map(() => []);
-  if (results.length > 0) subtreeHash(results.map(resultLeafHash), 0, results.length, paths);
-  return paths.map((path, index) => ({ size: results.length, index, path }));
+  return results.length === 0 ? [] : resultBatchTree(results).proofs;
 }
 
 /** The root an inclusion proof leads to from a leaf (RFC 9162 §2.1.3.2), or undefined when the proof cannot be one. */

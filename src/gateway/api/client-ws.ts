@@ -17,7 +17,7 @@ import type { Logger } from '../../core/logger.js';
 import { CLIENT_WS_PATH, type ClientAnswerFrame, ClientOps, ClientRequestFrame, MAX_FRAME_HEADER } from '../../protocol/client-ws.js';
 import { describeSchemaError } from '../../protocol/codec.js';
 import { sendBatched } from '../../protocol/cork.js';
-import { type Authenticator, checker, type Router, type RouteSpec } from './http.js';
+import { type Authenticator, checker, type Router, type RouteSpec, requestUrl } from './http.js';
 
 type FrameId = ClientAnswerFrame['id'];
 
@@ -107,7 +107,7 @@ export class ClientSockets {
   /** Takes an HTTP upgrade request on the API port: `GET /v1/ws` with a valid API token becomes a client WebSocket. */
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', (err) => this.#logger.debug('client websocket socket error', { error: String(err) }));
-    const path = new URL(req.url ?? '/', 'http://gateway').pathname;
+    const path = requestUrl(req.url).pathname;
     if (path !== CLIENT_WS_PATH && path !== `${CLIENT_WS_PATH}/`) {
       refuse(socket, new FieldmeshError('FM_ERR_ROUTE_NOT_FOUND', `No WebSocket at ${path}; the client WebSocket is ${CLIENT_WS_PATH}`));
       return;
